@@ -1,0 +1,1 @@
+"""Pipeline steps (fine-tune, gate, export, quantize, prune): typed context in, artifacts out."""

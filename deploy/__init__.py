@@ -1,0 +1,1 @@
+"""The serving-fleet side: model repository, reference replica, fleet client, rollouts."""
