@@ -1,0 +1,39 @@
+"""What ingest hands to the rest of the daemon: validated events, one partition at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from daemon.events import Event
+
+TopicPartitionId = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionBatch:
+    """Valid events from one partition, in offset order.
+
+    ``replay`` is True when these events were read again to rebuild in-memory state after a
+    restart or a rebalance (they were applied before): rebuild windows from them, but count
+    nothing twice and act on nothing.
+    """
+
+    topic: str
+    partition: int
+    events: Sequence[Event]
+    first_offset: int  # offset of the first message in the batch (valid or not)
+    last_offset: int  # offset of the last message in the batch (valid or not)
+    replay: bool = False
+
+
+class EventSink(Protocol):
+    """Something ingest applies batches to. ``apply`` must be quick: it runs on the consumer
+    thread, between two polls."""
+
+    def apply(self, batch: PartitionBatch) -> None: ...
+
+    def release(self, partitions: Sequence[TopicPartitionId]) -> None:
+        """These partitions moved to another instance: drop their state, stop acting for them."""
+        ...
