@@ -1,0 +1,43 @@
+"""sha256 sums of artifact files: written beside every artifact, checked before anything loads."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+_CHUNK = 1 << 20
+
+
+class IntegrityError(Exception):
+    """An artifact's files do not match their recorded sums: refuse to load it."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def digest_dir(root: Path, exclude: frozenset[str] = frozenset()) -> dict[str, str]:
+    """sha256 of every regular file under ``root``, keyed by POSIX relative path, sorted."""
+    sums: dict[str, str] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel not in exclude:
+            sums[rel] = sha256_file(path)
+    return sums
+
+
+def verify_dir(root: Path, sums: dict[str, str]) -> None:
+    """Raise IntegrityError naming the first file that is missing or differs."""
+    for rel, expected in sums.items():
+        path = root / rel
+        if not path.is_file():
+            raise IntegrityError(f"{root}: {rel} is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise IntegrityError(
+                f"{root}: {rel} has sha256 {actual[:12]}…, expected {expected[:12]}…"
+            )
