@@ -1,0 +1,185 @@
+"""PyTorch side of "one way to run a model": load a save_pretrained directory (sums checked),
+pick the device and threads, and score texts exactly as deploy.inference does for ONNX."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from actions.errors import ArtifactCorrupted, BadInput
+from deploy.inference import (
+    MODEL_FILE,
+    IntegrityError,
+    encode_lm_pair,
+    load_onnx,
+    pad_id,
+    pad_right,
+    token_nll,
+    verify_artifact,
+)
+
+SEQ_CLS = "sequence-classification"
+CAUSAL_LM = "causal-lm"
+
+
+def set_threads(threads: int | None) -> int:
+    """Give torch the cores this process was given (never more than it really has)."""
+    import torch
+
+    available = max(1, len(os.sched_getaffinity(0)))
+    n = min(threads or available, available)
+    torch.set_num_threads(n)
+    return n
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BadInput("device=cuda asked but torch sees no CUDA device")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def task_of(config: Any) -> str:
+    arch = (getattr(config, "architectures", None) or [""])[0]
+    if arch.endswith("ForSequenceClassification"):
+        return SEQ_CLS
+    if arch.endswith(("ForCausalLM", "LMHeadModel")):
+        return CAUSAL_LM
+    raise BadInput(f"unsupported architecture {arch!r}: need a classifier or a causal LM")
+
+
+def check_artifact(model_dir: Path) -> None:
+    """Refuse a directory whose files do not match its artifact record."""
+    try:
+        verify_artifact(Path(model_dir))
+    except IntegrityError as exc:
+        raise ArtifactCorrupted(str(exc)) from exc
+
+
+@dataclass
+class TorchModel:
+    """A loaded transformers model with its tokenizer, scoring texts in eval mode."""
+
+    model: Any
+    tokenizer: Any
+    task: str
+    labels: tuple[str, ...]
+    max_length: int
+    device: str
+
+    def logits_from_ids(self, input_ids: Any, attention_mask: Any) -> np.ndarray:
+        import torch
+
+        kwargs = {"input_ids": input_ids.to(self.device),
+                  "attention_mask": attention_mask.to(self.device)}
+        if self.task == CAUSAL_LM:
+            kwargs["use_cache"] = False
+        with torch.no_grad():
+            out = self.model(**kwargs).logits
+        return out.float().cpu().numpy()
+
+    def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            enc = self.tokenizer(
+                list(texts[start : start + batch_size]), padding=True, truncation=True,
+                max_length=self.max_length, return_tensors="pt",
+            )
+            chunks.append(self.logits_from_ids(enc["input_ids"], enc["attention_mask"]))
+        if not chunks:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return np.concatenate(chunks)
+
+    def nll(
+        self, texts: Sequence[str], prompts: Sequence[str] | None = None, batch_size: int = 16
+    ) -> np.ndarray:
+        import torch
+
+        out = []
+        for start in range(0, len(texts), batch_size):
+            rows, starts = [], []
+            for k in range(start, min(start + batch_size, len(texts))):
+                prompt = prompts[k] if prompts is not None else ""
+                ids, first = encode_lm_pair(self.tokenizer, prompt, texts[k], self.max_length)
+                rows.append(ids)
+                starts.append(first)
+            ids, mask, lengths = pad_right(rows, pad_id(self.tokenizer))
+            logits = self.logits_from_ids(torch.from_numpy(ids), torch.from_numpy(mask))
+            out.append(token_nll(logits, ids, lengths, starts))
+        return np.concatenate(out) if out else np.zeros(0)
+
+
+def load_torch_model(
+    model_dir: Path, device: str = "auto", threads: int | None = None, train: bool = False
+) -> TorchModel:
+    """Load a save_pretrained directory (safetensors only; sums checked when recorded)."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise BadInput(f"{model_dir}: no config.json (not a save_pretrained directory)")
+    check_artifact(model_dir)
+    set_threads(threads)
+    dev = resolve_device(device)
+    config = AutoConfig.from_pretrained(str(model_dir))
+    task = task_of(config)
+    cls = AutoModelForSequenceClassification if task == SEQ_CLS else AutoModelForCausalLM
+    # use_safetensors: never unpickle weights (DESIGN: no pickle from untrusted places)
+    model = cls.from_pretrained(str(model_dir), use_safetensors=True, dtype="float32").to(dev)
+    model.train(train)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    labels: tuple[str, ...] = ()
+    if task == SEQ_CLS:
+        labels = tuple(config.id2label[i] for i in range(config.num_labels))
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 512)
+    tok_limit = tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else limit
+    return TorchModel(model, tokenizer, task, labels, int(min(limit, tok_limit)), dev)
+
+
+class Scorer(Protocol):
+    """What the gate needs from a model, whatever runs it."""
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def nll(self, texts: Sequence[str], prompts: Sequence[str] | None = None) -> np.ndarray: ...
+
+
+@dataclass
+class LoadedModel:
+    scorer: Scorer
+    task: str
+    labels: tuple[str, ...]
+    runtime: str  # "torch" or "onnx"
+
+
+def load_any(model_dir: Path, device: str = "auto", threads: int | None = None) -> LoadedModel:
+    """A save_pretrained directory runs in PyTorch, an exported one in onnxruntime."""
+    model_dir = Path(model_dir)
+    if (model_dir / MODEL_FILE).is_file():
+        check_artifact(model_dir)
+        onnx_device = "cuda" if device == "cuda" else ("cpu" if device == "cpu" else "auto")
+        try:
+            model = load_onnx(model_dir, onnx_device, threads)  # type: ignore[arg-type]
+        except (OSError, KeyError, ValueError) as exc:
+            raise BadInput(f"{model_dir}: cannot load exported model ({exc})") from exc
+        labels = model.info.labels
+        return LoadedModel(model, model.info.task, labels, "onnx")  # type: ignore[arg-type]
+    tm = load_torch_model(model_dir, device, threads)
+    return LoadedModel(tm, tm.task, tm.labels, "torch")

@@ -1,0 +1,330 @@
+"""One way to run an exported model directory with onnxruntime (the model artifact contract):
+sessions on CPU or CUDA, a text classifier and a greedy causal LM, shared by gate, bench, replica.
+
+An exported directory holds ``model.onnx`` (inputs ``input_ids``/``attention_mask`` int64 with
+dynamic batch and sequence axes, output ``logits``), the tokenizer, ``model_info.json`` and,
+when an action step wrote it, ``artifact.json`` whose sha256 sums are checked before load.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from deploy.integrity import IntegrityError, verify_dir
+
+Device = Literal["auto", "cpu", "cuda"]
+MODEL_FILE = "model.onnx"
+INFO_FILE = "model_info.json"
+ARTIFACT_FILE = "artifact.json"
+TASKS = ("sequence-classification", "causal-lm")
+PRECISIONS = ("fp32", "int8")
+
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """``model_info.json``: what the graph computes and how its inputs are made."""
+
+    task: str
+    max_length: int
+    precision: str
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {self.max_length}")
+        if self.task == "sequence-classification" and len(self.labels) < 2:
+            raise ValueError("a classifier needs at least two labels")
+
+    @classmethod
+    def read(cls, model_dir: Path) -> ModelInfo:
+        raw = json.loads((Path(model_dir) / INFO_FILE).read_text())
+        return cls(
+            task=raw["task"],
+            max_length=int(raw["max_length"]),
+            precision=raw["precision"],
+            labels=tuple(raw.get("labels", ())),
+        )
+
+    def write(self, model_dir: Path) -> None:
+        raw: dict[str, Any] = {
+            "task": self.task,
+            "max_length": self.max_length,
+            "precision": self.precision,
+        }
+        if self.labels:
+            raw["labels"] = list(self.labels)
+        (Path(model_dir) / INFO_FILE).write_text(json.dumps(raw, indent=2) + "\n")
+
+
+def verify_artifact(model_dir: Path) -> None:
+    """Check the sums in ``artifact.json`` when there is one; raise IntegrityError on mismatch."""
+    record = Path(model_dir) / ARTIFACT_FILE
+    if not record.is_file():
+        return
+    try:
+        files = json.loads(record.read_text())["files"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"{record}: unreadable artifact record ({exc})") from exc
+    verify_dir(Path(model_dir), files)
+
+
+@functools.cache
+def cuda_usable() -> bool:
+    """Whether onnxruntime's CUDA provider can really load here.
+
+    onnxruntime-gpu lists CUDA as available even when the CUDA libraries are missing, then falls
+    back to CPU with an error in the log; loading the provider library ourselves is a quiet probe.
+    """
+    if _CUDA not in ort.get_available_providers():
+        return False
+    lib = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        ctypes.CDLL(str(lib))
+    except OSError:
+        return False
+    return True
+
+
+def default_threads() -> int:
+    """The cores this process may really use (affinity, not the machine's count)."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def create_session(
+    model_path: Path | str, device: Device = "auto", threads: int | None = None
+) -> ort.InferenceSession:
+    """An onnxruntime session; CUDA only when asked (or auto) and really active.
+
+    ``device="cuda"`` raises RuntimeError when the session did not get the CUDA provider,
+    because onnxruntime would otherwise run on CPU without saying so.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    want_cuda = device == "cuda" or (device == "auto" and cuda_usable())
+    providers = [_CUDA, _CPU] if want_cuda else [_CPU]
+    session = ort.InferenceSession(str(model_path), options, providers=providers)
+    if device == "cuda" and _CUDA not in session.get_providers():
+        raise RuntimeError(f"CUDA provider not active for {model_path}: {session.get_providers()}")
+    return session
+
+
+def load_tokenizer(model_dir: Path) -> Any:
+    # Imported here: transformers is heavy and only needed once per loaded model.
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_dir))
+
+
+class _OnnxModel:
+    def __init__(self, model_dir: Path, device: Device = "auto", threads: int | None = None):
+        self.model_dir = Path(model_dir)
+        verify_artifact(self.model_dir)
+        self.info = ModelInfo.read(self.model_dir)
+        self.session = create_session(self.model_dir / MODEL_FILE, device, threads)
+        self.tokenizer = load_tokenizer(self.model_dir)
+        self._input_names = {i.name for i in self.session.get_inputs()}
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    @property
+    def max_length(self) -> int:
+        return self.info.max_length
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids.astype(np.int64)}
+        if "attention_mask" in self._input_names:
+            feeds["attention_mask"] = attention_mask.astype(np.int64)
+        return np.asarray(self.session.run(["logits"], feeds)[0])
+
+
+class OnnxClassifier(_OnnxModel):
+    """A sequence classifier: texts in, logits or (label, probability) out."""
+
+    @classmethod
+    def from_dir(
+        cls, model_dir: Path | str, device: Device = "auto", threads: int | None = None
+    ) -> OnnxClassifier:
+        model = cls(Path(model_dir), device, threads)
+        if model.info.task != "sequence-classification":
+            raise ValueError(f"{model_dir} holds a {model.info.task} model, not a classifier")
+        return model
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.info.labels
+
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length,
+            return_tensors="np",
+        )
+        return enc["input_ids"], enc["attention_mask"]
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return self.run(*self.encode(texts))
+
+    def predict(self, texts: Sequence[str]) -> list[tuple[str, float]]:
+        logits = self.logits(texts)
+        probs = softmax(logits)
+        best = probs.argmax(axis=-1)
+        return [(self.labels[i], float(p[i])) for i, p in zip(best, probs, strict=True)]
+
+
+class OnnxCausalLM(_OnnxModel):
+    """A causal LM without a KV cache: greedy generation and per-text negative log-likelihood."""
+
+    @classmethod
+    def from_dir(
+        cls, model_dir: Path | str, device: Device = "auto", threads: int | None = None
+    ) -> OnnxCausalLM:
+        model = cls(Path(model_dir), device, threads)
+        if model.info.task != "causal-lm":
+            raise ValueError(f"{model_dir} holds a {model.info.task} model, not a causal LM")
+        return model
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 16) -> list[str]:
+        if max_new_tokens < 0:
+            raise ValueError("max_new_tokens must be >= 0")
+        rows = [encode_lm(self.tokenizer, p, self.max_length) for p in prompts]
+        eos = self.tokenizer.eos_token_id
+        out: list[list[int]] = [[] for _ in rows]
+        done = [False] * len(rows)
+        for _ in range(max_new_tokens):
+            active = [i for i, d in enumerate(done) if not d]
+            if not active:
+                break
+            ids, mask, lengths = pad_right([rows[i] for i in active], pad_id(self.tokenizer))
+            logits = self.run(ids, mask)
+            for j, i in enumerate(active):
+                token = int(logits[j, lengths[j] - 1].argmax())
+                if token == eos or len(rows[i]) >= self.max_length:
+                    done[i] = True
+                    continue
+                rows[i].append(token)
+                out[i].append(token)
+        return [self.tokenizer.decode(tokens, skip_special_tokens=True) for tokens in out]
+
+    def nll(self, texts: Sequence[str], prompts: Sequence[str] | None = None) -> np.ndarray:
+        """Mean negative log-likelihood per text; with ``prompts``, of the text given its prompt
+        (prompt tokens are context, not scored)."""
+        if prompts is not None and len(prompts) != len(texts):
+            raise ValueError("prompts and texts must have the same length")
+        rows, starts = [], []
+        for k, text in enumerate(texts):
+            ids, start = encode_lm_pair(
+                self.tokenizer, prompts[k] if prompts is not None else "", text, self.max_length
+            )
+            rows.append(ids)
+            starts.append(start)
+        if not rows:
+            return np.zeros(0, dtype=np.float64)
+        ids, mask, lengths = pad_right(rows, pad_id(self.tokenizer))
+        logits = self.run(ids, mask)
+        return token_nll(logits, ids, lengths, starts)
+
+
+def load_onnx(model_dir: Path | str, device: Device = "auto", threads: int | None = None) -> (
+    OnnxClassifier | OnnxCausalLM
+):
+    """Open an exported directory as the right model for its ``model_info.json`` task."""
+    task = ModelInfo.read(Path(model_dir)).task
+    if task == "sequence-classification":
+        return OnnxClassifier.from_dir(model_dir, device, threads)
+    return OnnxCausalLM.from_dir(model_dir, device, threads)
+
+
+# --- shared with the PyTorch helpers in actions, so both runtimes score text the same way ---
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def pad_id(tokenizer: Any) -> int:
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    return int(tokenizer.eos_token_id or 0)
+
+
+def encode_lm(tokenizer: Any, text: str, max_length: int) -> list[int]:
+    """Token ids of ``text`` after a BOS token (so a one-token text still has a prediction)."""
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    prefix = [int(bos)] if bos is not None else []
+    return (prefix + ids)[:max_length]
+
+
+def encode_lm_pair(
+    tokenizer: Any, prompt: str, target: str, max_length: int, eos: bool = False
+) -> tuple[list[int], int]:
+    """ids of BOS + prompt + target (+ EOS), and the index of the first target token.
+
+    Truncation keeps the end of the prompt, so the target is scored with its nearest context.
+    """
+    head = encode_lm(tokenizer, prompt, 10**9)
+    tail = list(tokenizer(target, add_special_tokens=False)["input_ids"])
+    if eos and tokenizer.eos_token_id is not None:
+        tail.append(int(tokenizer.eos_token_id))
+    tail = tail[: max_length - 1]
+    head = head[-(max_length - len(tail)) :]
+    start = max(1, len(head))
+    return head + tail, start
+
+
+def pad_right(rows: Sequence[Sequence[int]], pad: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    lengths = [len(r) for r in rows]
+    width = max(lengths)
+    ids = np.full((len(rows), width), pad, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return ids, mask, lengths
+
+
+def token_nll(
+    logits: np.ndarray, ids: np.ndarray, lengths: Sequence[int], starts: Sequence[int]
+) -> np.ndarray:
+    """Mean NLL of tokens ``starts[i]..lengths[i]-1`` of each row, each predicted from the left."""
+    logits = logits.astype(np.float64)
+    logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    out = np.zeros(len(lengths), dtype=np.float64)
+    for i, (n, s) in enumerate(zip(lengths, starts, strict=True)):
+        pos = np.arange(max(1, s), n)
+        if len(pos) == 0:
+            out[i] = float("nan")
+            continue
+        picked = logits[i, pos - 1, ids[i, pos]]
+        out[i] = float(np.mean(logz[i, pos - 1] - picked))
+    return out
