@@ -1,0 +1,165 @@
+"""The policy part of lifeguard's config: per-model triggers, hold, cooldown, caps and mode, the
+named pipelines they run, and the runner's limits. Unknown keys fail with their path.
+
+Triggers are data, never code: a tree of ``all`` / ``any`` groups whose leaves match detector
+result keys (``DetectorResult.key``) with a glob where only ``*`` and ``?`` are special, so that
+``drift.score[text_length]`` is literal and ``drift.*`` covers every drifted column.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+def _parse_duration(value: Any) -> Any:
+    """``90``, ``"90s"``, ``"30m"``, ``"6h"``, ``"1d"`` → seconds; other types left to pydantic."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 30m, 6h, 1d)")
+        return float(match.group(1)) * _UNIT_S[match.group(2)]
+    return value
+
+
+# Seconds; YAML may say "30m". Annotated so that the JSON Schema documents both forms.
+Duration = Annotated[
+    float,
+    BeforeValidator(_parse_duration),
+    Field(ge=0, json_schema_extra={"description": "seconds, or a string like 90s, 30m, 6h, 1d"}),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Mode(StrEnum):
+    AUTO = "auto"  # run as soon as the trigger fires
+    APPROVE = "approve"  # wait in pending_approval until someone approves
+    DRY_RUN = "dry-run"  # record what would have run; execute nothing
+
+
+class Condition(_Strict):
+    """A trigger node: exactly one of ``key`` (a leaf), ``all`` or ``any`` (groups).
+
+    A leaf matches detector results whose key matches the glob ``key``. A result counts when
+    its verdict is breach (the detector's own threshold) or, when ``above`` / ``below`` is
+    given, when its statistic crosses that bound instead. The leaf holds when at least
+    ``min_matches`` matching results count. One class rather than a union, so that a
+    misspelled key's error path is exactly its path in the YAML.
+    """
+
+    key: str | None = Field(
+        None, min_length=1, description="glob over DetectorResult.key; only * and ? are special"
+    )
+    above: float | None = Field(None, description="override: statistic > above counts as breach")
+    below: float | None = Field(None, description="override: statistic < below counts as breach")
+    min_matches: int = Field(1, ge=1)
+    all: list[Condition] | None = Field(None, min_length=1, description="every child holds")
+    any: list[Condition] | None = Field(None, min_length=1, description="some child holds")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Condition:
+        kinds = [k for k in ("key", "all", "any") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"a condition needs exactly one of key, all, any (got {kinds})")
+        if self.key is None and (
+            self.above is not None or self.below is not None or self.min_matches != 1
+        ):
+            raise ValueError("above / below / min_matches belong on a key condition")
+        if self.above is not None and self.below is not None:
+            raise ValueError("give at most one of above / below")
+        return self
+
+
+class ModelPolicy(_Strict):
+    """When and how lifeguard acts for one model."""
+
+    trigger: Condition | None = Field(
+        None, description="breach condition over detector results; none = alerts only"
+    )
+    hold: int = Field(1, ge=1, description="consecutive evaluations the trigger must hold")
+    min_samples: int = Field(
+        0, ge=0, description="results from fewer current samples never count as breached"
+    )
+    cooldown: Duration = Field(3600.0, description="no new run this long after the last one")
+    max_runs_per_day: int = Field(3, ge=1, description="runs created in any 24 h, all sources")
+    mode: Mode = Mode.APPROVE
+    pipeline: str = Field("retrain", pattern=_NAME)
+    alerts: bool = Field(True, description="accept Alertmanager alerts as triggers")
+
+
+def _step_shorthand(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class StepConfig(_Strict):
+    """One step of a pipeline: a registered name (or a ``module:function``), params, limits."""
+
+    name: str = Field(pattern=_NAME)
+    uses: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="module:function to call instead of the registered step of this name",
+    )
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout: Duration = Field(3600.0, gt=0, description="the worker is killed after this long")
+    max_attempts: int = Field(3, ge=1, description="tries for retryable errors and crashes")
+
+
+class PipelineConfig(_Strict):
+    steps: list[Annotated[StepConfig, BeforeValidator(_step_shorthand)]] = Field(min_length=1)
+    backoff: Duration = Field(5.0, description="first retry delay; doubles per attempt")
+    max_backoff: Duration = Field(300.0)
+
+
+class RunnerConfig(_Strict):
+    max_concurrent_runs: int = Field(1, ge=1, description="runs executing at once, all models")
+    poll_interval: Duration = Field(1.0, gt=0)
+    work_dir: str | None = Field(None, description="per-run directories; default <state dir>/runs")
+
+
+class AlertsConfig(_Strict):
+    model_label: str = "model"
+    pipeline_label: str = "pipeline"
+
+
+class PolicySettings(_Strict):
+    """The policy slice of the root config: what the policy engine and runner need."""
+
+    models: dict[str, ModelPolicy] = Field(default_factory=dict)
+    pipelines: dict[str, PipelineConfig] = Field(default_factory=dict)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+
+    @model_validator(mode="after")
+    def _pipelines_exist(self) -> PolicySettings:
+        check_pipeline_refs(self.models, self.pipelines)
+        return self
+
+
+def check_pipeline_refs(
+    models: Mapping[str, ModelPolicy], pipelines: Mapping[str, PipelineConfig]
+) -> None:
+    """Every model's pipeline must be defined; call from the root config's validator too."""
+    for name, policy in models.items():
+        if policy.pipeline not in pipelines:
+            known = ", ".join(sorted(pipelines)) or "none defined"
+            raise ValueError(
+                f"models.{name}.pipeline: unknown pipeline {policy.pipeline!r} ({known})"
+            )

@@ -1,0 +1,269 @@
+"""The runner: executes queued action runs step by step, each step in a fresh worker process
+(``daemon.worker``), and resumes interrupted runs from their last recorded step on start-up.
+
+One run per model at a time, at most ``max_concurrent`` runs in all. A step's completion and
+its outputs are recorded in one transaction before the next step starts, so after a kill -9
+anywhere a restart re-runs at most the step that was in flight (steps are idempotent). A step
+that overruns its timeout has its worker killed and fails the run; retryable errors and worker
+crashes are retried with exponential backoff up to the step's ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daemon.runs import ActionRun, RunState, StepRecord
+from daemon.store import StateStore
+
+log = logging.getLogger(__name__)
+
+_ROOT = Path(__file__).resolve().parent.parent  # so workers import this very checkout
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    kind: str  # ok | permanent | retryable | crashed | timeout | stopped
+    result: dict[str, Any]
+
+
+class Runner:
+    def __init__(
+        self,
+        store: StateStore,
+        work_root: Path,
+        max_concurrent: int = 1,
+        poll_interval: float = 1.0,
+        step_registry: Mapping[str, str] | None = None,
+        worker_env: Mapping[str, str] | None = None,
+        python: str = sys.executable,
+    ) -> None:
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be > 0, got {poll_interval}")
+        self.store = store
+        self.work_root = Path(work_root)
+        self.max_concurrent = max_concurrent
+        self.poll_interval = poll_interval
+        self.registry = dict(step_registry or {})
+        self._env = dict(worker_env or {})
+        self._python = python
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._active: dict[str, threading.Thread] = {}  # run id -> its thread
+        self._model_of: dict[str, str] = {}  # run id -> model, for one run per model
+        self._loop: threading.Thread | None = None
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def start(self) -> Runner:
+        """Resume interrupted runs, then schedule queued ones in a background thread."""
+        for run in self.store.list_runs(states=[RunState.RUNNING], limit=10_000):
+            self.store.audit("run.resuming", "runner", run.model, run.id,
+                             {"next_step": run.next_step, "n_steps": run.n_steps})
+        self._loop = threading.Thread(target=self._schedule_forever, name="lifeguard-runner",
+                                      daemon=True)
+        self._loop.start()
+        return self
+
+    def wake(self) -> None:
+        """Look for work now (after an approval) instead of at the next poll."""
+        self._wake.set()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Kill workers in flight; their runs stay ``running`` and resume on the next start."""
+        self._stop.set()
+        self._wake.set()
+        if self._loop is not None:
+            self._loop.join(timeout_s)
+        for thread in list(self._active.values()):
+            thread.join(timeout_s)
+
+    @property
+    def active_runs(self) -> list[str]:
+        with self._lock:
+            return list(self._active)
+
+    def _schedule_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.schedule()
+            except Exception:  # a store hiccup must not end scheduling
+                log.exception("runner scheduling failed")
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+
+    def schedule(self) -> list[str]:
+        """Start threads for runnable runs within the limits; returns the run ids started."""
+        paused = self.store.paused_models()
+        # Interrupted (running) runs first, then queued ones, oldest first.
+        candidates = sorted(
+            self.store.list_runs(states=[RunState.RUNNING, RunState.QUEUED], limit=10_000),
+            key=lambda r: (r.state is not RunState.RUNNING, r.created_at, r.id),
+        )
+        started = []
+        with self._lock:
+            self._active = {k: t for k, t in self._active.items() if t.is_alive()}
+            self._model_of = {k: m for k, m in self._model_of.items() if k in self._active}
+            busy_models = {self._model_of[k] for k in self._active}
+            for run in candidates:
+                if len(self._active) >= self.max_concurrent:
+                    break
+                if run.id in self._active or run.model in busy_models or run.model in paused:
+                    continue
+                thread = threading.Thread(target=self._execute_safely, args=(run.id,),
+                                          name=f"run-{run.id}", daemon=True)
+                self._active[run.id] = thread
+                self._model_of[run.id] = run.model
+                busy_models.add(run.model)
+                thread.start()
+                started.append(run.id)
+        return started
+
+    # -- one run ---------------------------------------------------------------------------
+
+    def _execute_safely(self, run_id: str) -> None:
+        try:
+            self.execute(run_id)
+        except Exception as exc:
+            log.exception("run %s crashed in the runner", run_id)
+            self.store.transition(run_id, RunState.FAILED, "runner", [RunState.RUNNING],
+                                  error=f"runner error: {exc!r}")
+
+    def execute(self, run_id: str) -> None:
+        run = self.store.get_run(run_id)
+        if run is None:
+            return
+        if run.state is RunState.QUEUED and not self.store.transition(
+            run_id, RunState.RUNNING, "runner", [RunState.QUEUED], {"n_steps": run.n_steps}
+        ):
+            return
+        while not self._stop.is_set():
+            run = self.store.get_run(run_id)
+            if run is None or run.state is not RunState.RUNNING:
+                return
+            if run.next_step >= run.n_steps:
+                self.store.transition(run_id, RunState.SUCCEEDED, "runner", [RunState.RUNNING],
+                                      {"steps": run.n_steps})
+                return
+            if run.model in self.store.paused_models():
+                self._stop.wait(self.poll_interval)  # paused between steps: hold here
+                continue
+            if not self._run_step(run):
+                return
+
+    def _run_step(self, run: ActionRun) -> bool:
+        """Run step ``run.next_step`` with retries; True when the run should go on."""
+        index = run.next_step
+        step = run.steps[index]
+        max_attempts = int(step.get("max_attempts", 1))
+        for attempt in range(1, max_attempts + 1):
+            outcome = self._attempt(run, index, attempt)
+            result = outcome.result
+            if outcome.kind == "stopped":
+                return False
+            if outcome.kind == "ok":
+                record = StepRecord(index=index, name=step["name"], status=result["status"],
+                                    artifacts=result["artifacts"], evidence=result["evidence"],
+                                    attempts=attempt)
+                self.store.complete_step(run.id, record)
+                if result["status"] == RunState.ROLLED_BACK.value:
+                    self.store.transition(run.id, RunState.ROLLED_BACK, "runner",
+                                          [RunState.RUNNING], {"step": step["name"],
+                                                               **result["evidence"]})
+                    return False
+                return True
+            error = f"step {index} ({step['name']}) {outcome.kind}: {result.get('message', '')}"
+            evidence = {"step": step["name"], "attempt": attempt, "kind": outcome.kind,
+                        "error_type": result.get("type"), **result.get("evidence", {})}
+            if outcome.kind in ("retryable", "crashed") and attempt < max_attempts:
+                delay = result.get("delay_s")
+                if delay is None:
+                    backoff = float(step.get("backoff", 5.0)) * 2 ** (attempt - 1)
+                    delay = min(backoff, float(step.get("max_backoff", 300.0)))
+                self.store.audit("run.step_retry", "runner", run.model, run.id,
+                                 {**evidence, "error": error, "retry_in_s": delay})
+                if self._stop.wait(delay):
+                    return False
+                continue
+            self.store.transition(run.id, RunState.FAILED, "runner", [RunState.RUNNING],
+                                  evidence, error=error)
+            return False
+        return False
+
+    def _inputs(self, run: ActionRun, index: int, attempt: int) -> tuple[dict, dict]:
+        artifacts: dict[str, str] = {}
+        sums: dict[str, str] = {}
+        for record in self.store.steps(run.id):
+            for name, art in record.artifacts.items():
+                artifacts[name], sums[name] = art["path"], art["sha256"]
+        step = run.steps[index]
+        inputs = {
+            "run_id": run.id, "model": run.model, "step_index": index,
+            "step_name": step["name"], "work_dir": str(self.work_root / run.id),
+            "params": step.get("params", {}), "artifacts": artifacts,
+            "snapshot_path": run.snapshot_path, "champion_path": run.champion_path,
+            "attempt": attempt,
+        }
+        return inputs, sums
+
+    def _attempt(self, run: ActionRun, index: int, attempt: int) -> _Attempt:
+        step = run.steps[index]
+        work_dir = self.work_root / run.id
+        work_dir.mkdir(parents=True, exist_ok=True)
+        stem = work_dir / f".step-{index:02d}-attempt-{attempt}"
+        result_path = stem.with_suffix(".result.json")
+        result_path.unlink(missing_ok=True)
+        inputs, sums = self._inputs(run, index, attempt)
+        ref = step.get("uses") or self.registry.get(step["name"], step["name"])
+        spec = {"ref": ref, "inputs": inputs, "verify": sums, "parent_pid": os.getpid(),
+                "result_path": str(result_path)}
+        spec_path = stem.with_suffix(".spec.json")
+        spec_path.write_text(json.dumps(spec))
+        env = {**os.environ, **self._env}
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(_ROOT), self._env.get("PYTHONPATH"), os.environ.get("PYTHONPATH"))
+            if p
+        )
+        timeout = float(step.get("timeout", 3600.0))
+        with open(stem.with_suffix(".log"), "ab") as logf:
+            proc = subprocess.Popen(
+                [self._python, "-m", "daemon.worker", str(spec_path)],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
+                cwd=work_dir, start_new_session=True,
+            )
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None:
+                if self._stop.is_set():
+                    _kill(proc)
+                    return _Attempt("stopped", {})
+                if time.monotonic() > deadline:
+                    _kill(proc)
+                    return _Attempt("timeout", {"message": f"exceeded {timeout:.0f}s timeout"})
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=0.05)
+        if not result_path.exists():
+            return _Attempt("crashed", {"message": f"worker exited {proc.returncode} "
+                                                   "without a result"})
+        result = json.loads(result_path.read_text())
+        return _Attempt("ok" if result["ok"] else result["kind"], result)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the worker and anything it started (its own session)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

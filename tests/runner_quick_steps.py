@@ -1,0 +1,78 @@
+"""Quick pipeline steps for runner tests: each records its starts and its one effect in files
+beside the run, so a test can see exactly what ran, when, and how often an effect applied."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from actions.step_api import (
+    GateFailed,
+    PermanentStepError,
+    RetryableStepError,
+    StepInputs,
+    StepOutcome,
+    StepStatus,
+)
+
+
+def _append(path: Path, line: str) -> None:
+    # O_APPEND writes of one short line are atomic, even across processes.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def record(inputs: StepInputs) -> StepOutcome:
+    """Log a start; apply the effect once (idempotent); hold on the first start if asked.
+
+    params: log (file), hold (before | after | none: when to sleep on the first start),
+    hold_s, retry_times (raise RetryableStepError on the first N starts), fail (permanent),
+    gate_fail, rolled_back.
+    """
+    p = inputs.params
+    log = Path(p["log"])
+    tag = f"{inputs.run_id} {inputs.step_index}"
+    _append(log, f"start {tag} pid={os.getpid()} t={time.time():.3f}")
+    starts = sum(1 for line in _lines(log) if line.startswith(f"start {tag} "))
+    missing = [f"out{i}" for i in range(inputs.step_index) if f"out{i}" not in inputs.artifacts]
+    if missing:
+        raise PermanentStepError(f"artifacts of earlier steps missing: {missing}")
+    if starts <= int(p.get("retry_times", 0)):
+        raise RetryableStepError("not yet", {"start": starts}, delay_s=0.05)
+    if p.get("fail"):
+        raise PermanentStepError("configured to fail", {"why": "test"})
+    if p.get("gate_fail"):
+        raise GateFailed("candidate lost", {"candidate": 0.5, "champion": 0.9})
+    hold = p.get("hold", "none") if starts == 1 else "none"
+    if hold == "before":
+        _append(log, f"holding {tag} pid={os.getpid()}")
+        time.sleep(float(p.get("hold_s", 60)))
+    effects = log.with_name("effects.log")
+    if f"effect {tag}" not in _lines(effects):  # idempotent: the effect applies once
+        _append(effects, f"effect {tag}")
+    if hold == "after":
+        _append(log, f"holding {tag} pid={os.getpid()}")
+        time.sleep(float(p.get("hold_s", 60)))
+    out = inputs.step_dir / "out.txt"
+    out.write_text(f"{tag}\n")
+    _append(log, f"end {tag} t={time.time():.3f}")
+    status = StepStatus.ROLLED_BACK if p.get("rolled_back") else StepStatus.OK
+    return StepOutcome.of({f"out{inputs.step_index}": out}, {"starts": starts}, status)
+
+
+def crash(inputs: StepInputs) -> StepOutcome:
+    """Die without a result, as an OOM-killed worker would."""
+    os._exit(3)
+
+
+def hang(inputs: StepInputs) -> StepOutcome:
+    time.sleep(600)
+    raise AssertionError("unreachable")
