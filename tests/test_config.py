@@ -1,0 +1,70 @@
+"""Config loading: defaults, and bad files failing with the path of the bad key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon.config import EMBEDDED, ConfigError, load_config, parse_config
+
+
+def test_empty_config_runs_on_embedded_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("")
+    config = load_config(path)
+    assert config.kafka.bootstrap_servers == EMBEDDED
+    assert config.kafka.topics == ["inference"]
+    assert config.models == []
+
+
+def test_unknown_nested_key_is_named_by_its_path() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"kafka": {"topics": ["a"], "max_batchh": 3}})
+    assert "kafka.max_batchh: unknown key" in str(err.value)
+
+
+def test_every_bad_key_is_reported() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"api": {"port": 70000}, "models": [{"name": "ok"}, {"name": "../etc"}]})
+    message = str(err.value)
+    assert "2 invalid setting(s)" in message
+    assert "api.port" in message and "models.1.name" in message
+
+
+def test_duplicate_model_names_are_rejected() -> None:
+    with pytest.raises(ConfigError, match="repeated: a"):
+        parse_config({"models": [{"name": "a"}, {"name": "a"}]})
+
+
+def test_token_comes_from_the_environment_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LG_TEST_TOKEN", "s3cret")
+    config = parse_config({"api": {"token_env": "LG_TEST_TOKEN"}})
+    assert config.api.resolved_token() == "s3cret"
+    assert "s3cret" not in repr(parse_config({"api": {"token": "s3cret"}}))
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("kafka: [1, 2", "not valid YAML"),
+    ("- just\n- a list\n", "top level must be a mapping"),
+])
+def test_malformed_files_fail_clearly(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        load_config(path)
+
+
+def test_check_config_command_names_the_misspelled_key(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("kafka:\n  group_idd: x\n")
+    result = subprocess.run([sys.executable, "-m", "daemon.cli", "check-config", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "kafka.group_idd: unknown key" in result.stderr
+    path.write_text("kafka:\n  group_id: x\n")
+    result = subprocess.run([sys.executable, "-m", "daemon.cli", "check-config", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
