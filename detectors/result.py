@@ -46,3 +46,46 @@ class DetectorResult:
         if self.segment:
             parts.append(f"{{{self.segment}}}")
         return "".join(parts)
+
+    @classmethod
+    def judge(
+        cls,
+        detector: str,
+        metric: str,
+        statistic: float,
+        threshold: float,
+        direction: str,
+        n_reference: int,
+        n_current: int,
+        **labels: str | None,
+    ) -> DetectorResult:
+        """A decided result: BREACH when ``statistic`` is past ``threshold`` on ``direction``.
+
+        The threshold itself does not breach (a p-value equal to alpha, a p95 equal to the SLO).
+        A NaN statistic (e.g. a test on a constant column) is reported as is and never breaches.
+        """
+        if direction not in ("above", "below"):
+            raise ValueError(f"direction must be 'above' or 'below', got {direction!r}")
+        value = float(statistic)
+        past = value > threshold if direction == "above" else value < threshold
+        return cls(
+            detector, metric, value, float(threshold), direction,
+            Verdict.BREACH if past else Verdict.OK, n_reference, n_current, **labels,
+        )
+
+    @classmethod
+    def insufficient(
+        cls,
+        detector: str,
+        metric: str,
+        threshold: float,
+        direction: str,
+        n_reference: int,
+        n_current: int,
+        **labels: str | None,
+    ) -> DetectorResult:
+        """Too few samples to decide: no statistic, never a breach."""
+        return cls(
+            detector, metric, None, float(threshold), direction,
+            Verdict.INSUFFICIENT, n_reference, n_current, **labels,
+        )

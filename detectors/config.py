@@ -1,0 +1,162 @@
+"""The detector configuration one model carries: thresholds, test method per column, minimum
+samples and the segment field. Pydantic with extra="forbid" so a misspelled key fails at start."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from detectors.stattests import check_method, is_pvalue
+
+Task = Literal["classification", "generation"]
+TextFeature = Literal["length", "words", "oov"]
+
+# Distance methods' thresholds when the config gives none (Evidently's own defaults).
+DISTANCE_DEFAULTS = {"wasserstein": 0.1, "ed": 0.1, "psi": 0.1, "jensenshannon": 0.1,
+                     "kl_div": 0.1, "hellinger": 0.1}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LatencyConfig(_Strict):
+    """Percentiles against SLOs (None: not checked) and the share of errors against a ceiling."""
+
+    enabled: bool = True
+    column: str = "latency_ms"
+    status_column: str = "status"  # "ok" | "error", as in InferenceEvent
+    p50_ms: float | None = Field(None, gt=0)
+    p95_ms: float | None = Field(1000.0, gt=0)
+    p99_ms: float | None = Field(None, gt=0)
+    error_rate_max: float | None = Field(0.05, ge=0, le=1)
+    min_samples: int = Field(100, ge=1)
+
+
+class AccuracyConfig(_Strict):
+    """Quality on joined labels: accuracy and macro F1 (classification) or mean rating (generation).
+
+    Each metric is checked against ``floor`` (if set) and against the reference window's value
+    minus ``tolerance``. Both bounds are lowered by ``margin_z`` standard errors of the current
+    estimate, so a window that is merely unlucky (few labels) does not breach; the result's
+    threshold is the lowered bound actually used.
+    """
+
+    enabled: bool = True
+    label_column: str = "label"  # the true class from FeedbackEvent
+    prediction_column: str = "prediction"  # the model's label from InferenceEvent.output
+    rating_column: str = "rating"  # FeedbackEvent.rating in [0, 1], for generators
+    accuracy_floor: float | None = Field(None, ge=0, le=1)
+    macro_f1_floor: float | None = Field(None, ge=0, le=1)
+    rating_floor: float | None = Field(None, ge=0, le=1)
+    tolerance: float = Field(0.05, ge=0, le=1)
+    margin_z: float = Field(4.0, ge=0)
+    min_labels: int = Field(200, ge=1)
+    segment_column: str | None = None  # a categorical input such as language or tier
+    min_labels_per_segment: int = Field(100, ge=1)
+    segment_gap_max: float = Field(0.15, ge=0, le=1)
+
+
+class ColumnDrift(_Strict):
+    """One flat column and the Evidently test that judges it."""
+
+    column: str
+    kind: Literal["numerical", "categorical"]
+    method: str | None = None  # None: "ks" for numerical, "chisquare" for categorical
+    threshold: float | None = None  # None: the Bonferroni share of family_alpha, or the
+    # method's default distance
+
+    @property
+    def resolved_method(self) -> str:
+        return self.method or ("ks" if self.kind == "numerical" else "chisquare")
+
+    @model_validator(mode="after")
+    def _known_method(self) -> ColumnDrift:
+        check_method(self.resolved_method, self.kind)
+        return self
+
+
+class EmbeddingDrift(_Strict):
+    """Drift of a text column's sentence embeddings, by one of Evidently's embedding methods.
+
+    All four scores breach above the threshold: "distance" between mean embeddings (cheap; the
+    default threshold suits L2-normalised MiniLM vectors and windows of 200+), "model" (ROC AUC
+    of a domain classifier), "ratio" (share of drifted components), "mmd". ``max_rows`` caps
+    the rows of each side given to costly methods (mmd builds an n x n kernel).
+    """
+
+    method: Literal["distance", "model", "ratio", "mmd"] = "distance"
+    threshold: float = Field(0.15, gt=0)
+    dist: Literal["euclidean", "cosine", "cityblock", "chebyshev"] = "euclidean"
+    pca_components: int | None = Field(None, ge=1)
+    max_rows: int | None = Field(None, ge=10)
+
+    @model_validator(mode="after")
+    def _bounded_mmd(self) -> EmbeddingDrift:
+        if self.method == "mmd" and (self.max_rows is None or self.max_rows > 5000):
+            raise ValueError("mmd builds an n x n kernel: set max_rows <= 5000")
+        return self
+
+
+class TextDrift(_Strict):
+    """A text column: numeric features tested with ``method``, plus optional embedding drift
+    (on the embeddings the caller supplies under the same column name)."""
+
+    column: str
+    features: tuple[TextFeature, ...] = ("length", "words", "oov")
+    method: str = "ks"
+    threshold: float | None = None
+    embedding: EmbeddingDrift | None = None
+
+    @model_validator(mode="after")
+    def _known_method(self) -> TextDrift:
+        check_method(self.method, "numerical")
+        return self
+
+
+class DriftConfig(_Strict):
+    """Input, prediction and output drift.
+
+    ``family_alpha`` is the false-alarm probability of one whole evaluation across its p-value
+    tests: each of the m p-value tests without an explicit threshold uses family_alpha / m
+    (Bonferroni), so adding columns does not add false alarms.
+    """
+
+    enabled: bool = True
+    texts: tuple[TextDrift, ...] | None = None  # None: the task's defaults (see SuiteConfig)
+    columns: tuple[ColumnDrift, ...] | None = None  # None: the task's prediction/output columns
+    family_alpha: float = Field(1e-4, gt=0, lt=1)
+    min_samples: int = Field(200, ge=2)
+
+
+class SuiteConfig(_Strict):
+    """Everything one model's full detector pass needs."""
+
+    task: Task = "classification"
+    latency: LatencyConfig = LatencyConfig()
+    accuracy: AccuracyConfig = AccuracyConfig()
+    drift: DriftConfig = DriftConfig()
+
+    def drift_texts(self) -> tuple[TextDrift, ...]:
+        if self.drift.texts is not None:
+            return self.drift.texts
+        inputs = TextDrift(column="input_text", embedding=EmbeddingDrift())
+        if self.task == "generation":
+            return inputs, TextDrift(column="output_text", features=("length", "words"))
+        return (inputs,)
+
+    def drift_columns(self) -> tuple[ColumnDrift, ...]:
+        if self.drift.columns is not None:
+            return self.drift.columns
+        if self.task == "classification":
+            return (ColumnDrift(column="prediction", kind="categorical"),
+                    ColumnDrift(column="score", kind="numerical"))
+        return ()
+
+    def pvalue_threshold(self) -> float:
+        """family_alpha / (number of p-value tests that take the default threshold)."""
+        m = sum(is_pvalue(c.resolved_method) for c in self.drift_columns() if c.threshold is None)
+        m += sum(len(t.features) for t in self.drift_texts()
+                 if t.threshold is None and is_pvalue(t.method))
+        return self.drift.family_alpha / max(m, 1)
