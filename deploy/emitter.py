@@ -1,0 +1,122 @@
+"""The replica's inference log: one InferenceEvent per request to Kafka (key = model name),
+sent from a background thread so that a slow or absent broker never delays a request."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.events import InferenceEvent, encode
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+@dataclass
+class EmitterStats:
+    """Counts for the replica's own health: what was sampled out, sent, dropped, failed."""
+
+    sampled_out: int = 0
+    queued: int = 0
+    sent: int = 0
+    dropped: int = 0  # queue full: the broker is slower than the traffic
+    failed: int = 0  # the producer reported an error for a sent event
+
+
+def sampled(request_id: str, rate: float) -> bool:
+    """Deterministic per request id, so feedback for a logged request joins its inference."""
+    if rate >= 1.0:
+        return True
+    return zlib.crc32(request_id.encode()) / 0xFFFFFFFF < rate
+
+
+class EventEmitter:
+    """Bounded queue in front of a KafkaProducer; ``emit`` never blocks."""
+
+    def __init__(self, bootstrap: str | None, topic: str = "inference", sample_rate: float = 1.0,
+                 queue_size: int = 10_000) -> None:
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ValueError(f"sample_rate must be in [0, 1], got {sample_rate}")
+        if queue_size < 1:
+            raise ValueError("queue_size must be positive")
+        if not topic:
+            raise ValueError("topic must be a non-empty name")
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.sample_rate = sample_rate
+        self.stats = EmitterStats()
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+        if bootstrap:
+            self._thread = threading.Thread(target=self._pump, name="event-emitter", daemon=True)
+            self._thread.start()
+
+    def emit(self, event: InferenceEvent) -> None:
+        if self._thread is None:
+            return
+        if not sampled(event.request_id, self.sample_rate):
+            self.stats.sampled_out += 1
+            return
+        try:
+            self._queue.put_nowait(event)
+            self.stats.queued += 1
+        except queue.Full:
+            self.stats.dropped += 1
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Send what is queued (up to ``timeout_s``), then stop the thread."""
+        if self._thread is None:
+            return
+        with contextlib.suppress(queue.Full):
+            self._queue.put(_STOP, timeout=timeout_s)
+        self._thread.join(timeout_s)
+        self._thread = None
+
+    def _pump(self) -> None:
+        producer = self._connect()
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            if producer is None:
+                producer = self._connect()
+                if producer is None:
+                    self.stats.dropped += 1
+                    continue
+            assert isinstance(item, InferenceEvent)
+            try:
+                future = producer.send(self.topic, key=item.model.encode(), value=encode(item))
+                future.add_callback(self._on_sent).add_errback(self._on_error)
+            except Exception as exc:  # buffer full, broker gone: count it and keep serving
+                self._on_error(exc)
+        if producer is not None:
+            producer.flush(5)
+            producer.close(5)
+
+    def _connect(self) -> Any:
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                return KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks=1,
+                                     max_block_ms=2000, retries=3)
+            except KafkaError as exc:
+                if time.monotonic() >= deadline:
+                    log.warning("event emitter: cannot reach %s: %r", self.bootstrap, exc)
+                    return None
+                time.sleep(0.5)
+
+    def _on_sent(self, _metadata: object) -> None:
+        self.stats.sent += 1
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.stats.failed += 1
+        log.warning("event emitter: send failed: %r", exc)

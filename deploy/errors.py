@@ -1,0 +1,62 @@
+"""What can go wrong on the serving-fleet side, sorted by what the caller can do about it.
+
+    DeployError
+    ├── PermanentDeployError        retrying the same call will fail the same way
+    │   ├── InvalidNameError        a model name or version that could escape the repository
+    │   ├── VersionNotFoundError    no such version in the repository
+    │   ├── TamperedVersionError    a version's files do not match its recorded sha256 sums
+    │   ├── ReplicaRejectedError    a replica answered, and said no (failed load, bad request)
+    │   └── SmokeTestError          a replica loaded the version but its inference was wrong
+    └── RetryableDeployError        try again after a delay
+        └── ReplicaUnavailableError a replica did not answer (down, timed out, 5xx)
+"""
+
+from __future__ import annotations
+
+
+class DeployError(Exception):
+    """Root of every error raised by ``deploy``."""
+
+
+class PermanentDeployError(DeployError):
+    """Retrying the same call will not help."""
+
+
+class RetryableDeployError(DeployError):
+    """A transient fault: the same call may succeed later."""
+
+
+class InvalidNameError(PermanentDeployError, ValueError):
+    """A model name or version that is not a plain identifier (path traversal, empty, ...)."""
+
+
+class VersionNotFoundError(PermanentDeployError):
+    """The repository holds no such model version."""
+
+
+class TamperedVersionError(PermanentDeployError):
+    """A version's files differ from the sums recorded when it was published."""
+
+
+class ReplicaRejectedError(PermanentDeployError):
+    """A replica answered with a client error: the request itself is wrong for it."""
+
+    def __init__(self, url: str, status: int, message: str) -> None:
+        super().__init__(f"{url}: HTTP {status}: {message}")
+        self.url = url
+        self.status = status
+        self.message = message
+
+
+class SmokeTestError(PermanentDeployError):
+    """A replica reported the version loaded, but a smoke inference failed or came from
+    another version."""
+
+
+class ReplicaUnavailableError(RetryableDeployError):
+    """A replica did not answer in time, refused the connection, or failed on its side."""
+
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__(f"{url}: {message}")
+        self.url = url
+        self.message = message

@@ -1,0 +1,315 @@
+"""The reference serving replica: Open Inference Protocol v2 over HTTP (health, model ready,
+metadata, infer), Triton's repository extension (index, load, unload), a plain-text endpoint,
+and one InferenceEvent per request to Kafka — the fleet is the daemon's data source."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from daemon.events import InferenceEvent, Output
+from deploy.emitter import EventEmitter
+from deploy.errors import DeployError
+from deploy.repository import ModelRepository, parse_version, validate_model_name
+from deploy.serving import ModelServer, Prediction, ServingError
+
+log = logging.getLogger(__name__)
+REQUEST_ID_HEADER = "x-request-id"
+
+
+class ReplicaSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    repository: Path
+    models: list[str] = Field(default_factory=list, description="NAME or NAME:VERSION")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    name: str | None = None
+    kafka: str | None = None
+    topic: str = "inference"
+    sample_rate: float = Field(1.0, ge=0, le=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1)
+    max_batch: int = Field(16, ge=1)
+    batch_wait_ms: float = Field(0.0, ge=0)
+
+    @property
+    def replica_name(self) -> str:
+        return self.name or f"{self.host}:{self.port}"
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(settings: ReplicaSettings) -> FastAPI:
+    repository = ModelRepository(settings.repository)
+    server = ModelServer(repository, settings.device, settings.threads, settings.workers,
+                         settings.max_batch, settings.batch_wait_ms / 1000)
+    emitter = EventEmitter(settings.kafka, settings.topic, settings.sample_rate)
+    startup_models = [_parse_model_spec(spec) for spec in settings.models]
+    state = {"ready": not startup_models, "startup_error": None}
+
+    async def load_startup_models() -> None:
+        try:
+            for name, version in startup_models:
+                await server.load(name, version)
+            state["ready"] = True
+        except Exception as exc:  # not ready, and says why; live stays up for inspection
+            state["startup_error"] = repr(exc)
+            log.error("startup load failed: %r", exc)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(load_startup_models())
+        yield
+        task.cancel()
+        await server.close()
+        emitter.close()
+
+    app = FastAPI(title="lifeguard replica", lifespan=lifespan)
+    app.state.server = server
+    app.state.emitter = emitter
+
+    def log_event(slot_name: str, request_id: str, text: str, started: float,
+                  prediction: Prediction | None, error: str | None, version: int | None) -> None:
+        output = None
+        if prediction is not None:
+            output = Output(label=prediction.label, score=prediction.score,
+                            text=prediction.text)
+        emitter.emit(InferenceEvent(
+            request_id=request_id, ts=time.time() * 1000, model=slot_name,
+            model_version=str(version if version is not None else "unknown"),
+            latency_ms=(time.perf_counter() - started) * 1000,
+            replica=settings.replica_name, status="error" if error else "ok", error=error,
+            input={"text": text}, output=output))
+
+    async def predict_logged(name: str, text: str, request_id: str, version: int | None,
+                             max_new_tokens: int) -> Prediction:
+        started = time.perf_counter()
+        try:
+            prediction = await server.predict(name, text, version, max_new_tokens)
+        except ServingError:
+            raise  # the request was wrong, not the model: no inference happened
+        except Exception as exc:
+            slot = server.loaded.get(name)
+            log_event(name, request_id, text, started, None, repr(exc),
+                      slot.version if slot else None)
+            raise
+        log_event(name, request_id, text, started, prediction, None, prediction.version)
+        return prediction
+
+    # --- health and metadata --------------------------------------------------------------
+
+    @app.get("/v2/health/live")
+    async def live() -> JSONResponse:
+        return JSONResponse({"live": True})
+
+    @app.get("/v2/health/ready")
+    async def ready() -> JSONResponse:
+        ok = bool(state["ready"])
+        body = {"ready": ok, "error": state["startup_error"]}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/v2")
+    async def server_metadata() -> JSONResponse:
+        return JSONResponse({"name": "lifeguard-replica", "version": "1",
+                             "extensions": ["model_repository", "lifeguard_text"]})
+
+    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_ready(name: str, version: str | None = None) -> JSONResponse:
+        try:
+            server.get(name, None if version is None else parse_version(version))
+        except (ServingError, DeployError) as exc:
+            return _error(400, str(exc))
+        return JSONResponse({"name": name, "ready": True})
+
+    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def model_metadata(name: str, version: str | None = None) -> JSONResponse:
+        try:
+            slot = server.get(name, None if version is None else parse_version(version))
+        except (ServingError, DeployError) as exc:
+            return _error(400, str(exc))
+        logits_shape = [-1, -1] if slot.task == "sequence-classification" else [-1, -1, -1]
+        return JSONResponse({
+            "name": name, "versions": [str(slot.version)], "platform": "onnxruntime_onnx",
+            "inputs": [{"name": n, "datatype": "INT64", "shape": [-1, -1]}
+                       for n in ("input_ids", "attention_mask")]
+            + [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+            "outputs": [{"name": "logits", "datatype": "FP32", "shape": logits_shape}],
+            "parameters": {"task": slot.task, "labels": list(slot.labels),
+                           "providers": list(getattr(slot.model, "providers", []))},
+        })
+
+    # --- inference ------------------------------------------------------------------------
+
+    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer(name: str, request: Request, version: str | None = None) -> JSONResponse:
+        try:
+            body = await request.json()
+            pinned = None if version is None else parse_version(version)
+            inputs = {i["name"]: i for i in body["inputs"]}
+            request_id = str(body.get("id") or request.headers.get(REQUEST_ID_HEADER)
+                             or uuid.uuid4().hex)
+            max_new = int((body.get("parameters") or {}).get("max_new_tokens", 16))
+            if "text" in inputs:
+                outputs, served = await _infer_text(name, inputs["text"]["data"], request_id,
+                                                    pinned, max_new)
+            elif "input_ids" in inputs:
+                outputs, served = await _infer_tensors(name, inputs, pinned)
+            else:
+                raise ServingError("inputs must include 'text' or 'input_ids'")
+        except (ServingError, DeployError, KeyError, TypeError, ValueError) as exc:
+            return _error(400, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            return _error(500, repr(exc))
+        return JSONResponse({"model_name": name, "model_version": str(served), "id": request_id,
+                             "outputs": outputs}, headers={REQUEST_ID_HEADER: request_id})
+
+    async def _infer_text(name: str, texts: list[Any], request_id: str, pinned: int | None,
+                          max_new: int) -> tuple[list[dict[str, Any]], int]:
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise ServingError("'text' must be a non-empty list of strings")
+        ids = [request_id] if len(texts) == 1 else [f"{request_id}-{i}" for i in range(len(texts))]
+        answers = await asyncio.gather(*(predict_logged(name, t, rid, pinned, max_new)
+                                         for t, rid in zip(texts, ids, strict=True)))
+        n = [len(answers)]
+        if answers[0].text is not None:
+            return [{"name": "text", "datatype": "BYTES", "shape": n,
+                     "data": [a.text for a in answers]}], answers[0].version
+        return [{"name": "label", "datatype": "BYTES", "shape": n,
+                 "data": [a.label for a in answers]},
+                {"name": "score", "datatype": "FP32", "shape": n,
+                 "data": [a.score for a in answers]}], answers[0].version
+
+    async def _infer_tensors(name: str, inputs: dict[str, Any],
+                             pinned: int | None) -> tuple[list[dict[str, Any]], int]:
+        ids = np.asarray(inputs["input_ids"]["data"], dtype=np.int64)
+        ids = ids.reshape(inputs["input_ids"]["shape"])
+        mask_spec = inputs.get("attention_mask")
+        mask = (np.ones_like(ids) if mask_spec is None
+                else np.asarray(mask_spec["data"], dtype=np.int64).reshape(mask_spec["shape"]))
+        served, logits = await server.run_tensors(name, ids, mask, pinned)
+        return [{"name": "logits", "datatype": "FP32", "shape": list(logits.shape),
+                 "data": logits.astype(np.float32).ravel().tolist()}], served
+
+    @app.post("/v2/models/{name}/text")
+    @app.post("/v2/models/{name}/versions/{version}/text")
+    async def text(name: str, request: Request, version: str | None = None) -> JSONResponse:
+        """Raw text in (text/plain body, or JSON {"text", "request_id", "max_new_tokens"})."""
+        raw = await request.body()
+        request_id = request.headers.get(REQUEST_ID_HEADER)
+        max_new = 16
+        try:
+            if request.headers.get("content-type", "").startswith("application/json"):
+                body = json.loads(raw)
+                content = body["text"]
+                request_id = body.get("request_id") or request_id
+                max_new = int(body.get("max_new_tokens", max_new))
+            else:
+                content = raw.decode()
+            if not isinstance(content, str):
+                raise ServingError("'text' must be a string")
+            request_id = request_id or uuid.uuid4().hex
+            pinned = None if version is None else parse_version(version)
+            answer = await predict_logged(name, content, request_id, pinned, max_new)
+        except (ServingError, DeployError, KeyError, ValueError) as exc:
+            return _error(400, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            return _error(500, repr(exc))
+        result: dict[str, Any] = {"model_name": name, "model_version": str(answer.version),
+                                  "request_id": request_id}
+        if answer.text is not None:
+            result["text"] = answer.text
+        else:
+            result.update(label=answer.label, score=answer.score)
+        return JSONResponse(result, headers={REQUEST_ID_HEADER: request_id})
+
+    # --- repository extension (Triton explicit model control) -----------------------------
+
+    @app.post("/v2/repository/index")
+    async def index(request: Request) -> JSONResponse:
+        raw = await request.body()
+        only_ready = bool(json.loads(raw).get("ready", False)) if raw else False
+        entries = []
+        for name in sorted(set(repository.models()) | set(server.loaded)):
+            slot = server.loaded.get(name)
+            if slot is not None:
+                entries.append({"name": name, "version": str(slot.version), "state": "READY"})
+            if only_ready:
+                continue
+            entries.extend({"name": name, "version": str(v), "state": "UNAVAILABLE",
+                            "reason": "unloaded"}
+                           for v in repository.versions(name) if slot is None or v != slot.version)
+        return JSONResponse(entries)
+
+    @app.post("/v2/repository/models/{name}/load")
+    async def load(name: str, request: Request) -> JSONResponse:
+        try:
+            raw = await request.body()
+            body = json.loads(raw) if raw else {}
+            version = _requested_version(body.get("parameters") or {})
+            slot = await server.load(validate_model_name(name), version)
+        except Exception as exc:  # the old version keeps serving; the caller learns why
+            log.warning("load of %s failed: %r", name, exc)
+            return _error(400, f"failed to load '{name}': {type(exc).__name__}: {exc}")
+        return JSONResponse({"name": name, "version": str(slot.version)})
+
+    @app.post("/v2/repository/models/{name}/unload")
+    async def unload(name: str) -> JSONResponse:
+        try:
+            server.unload(name)
+        except ServingError as exc:
+            return _error(400, str(exc))
+        return JSONResponse({})
+
+    return app
+
+
+def _requested_version(parameters: dict[str, Any]) -> int | None:
+    """Triton picks the version through a config override's version_policy; accept that, or a
+    plain ``version`` parameter. None means the latest version."""
+    if "config" in parameters:
+        config = parameters["config"]
+        config = json.loads(config) if isinstance(config, str) else config
+        policy = config.get("version_policy") or {}
+        if "specific" in policy:
+            versions = policy["specific"].get("versions") or []
+            if len(versions) != 1:
+                raise ValueError("this replica serves one version per model: give exactly one")
+            return parse_version(versions[0] if isinstance(versions[0], int)
+                                 else str(versions[0]))
+        if "all" in policy:
+            raise ValueError("version_policy 'all' is not supported: one version per model")
+    if "version" in parameters:
+        return parse_version(str(parameters["version"]))
+    return None
+
+
+def _parse_model_spec(spec: str) -> tuple[str, int | None]:
+    name, _, version = spec.partition(":")
+    return validate_model_name(name), (parse_version(version) if version else None)
+
+
+def serve(settings: ReplicaSettings) -> None:
+    """Run the replica until SIGINT/SIGTERM (uvicorn finishes requests in flight first)."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level="warning", access_log=False, timeout_graceful_shutdown=5)
