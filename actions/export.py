@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from actions.artifacts import input_digest, publish, step_key
+from actions.context import StepContext, StepResult
 from actions.errors import BadInput, ParityError
 from actions.torch_models import TorchModel, load_torch_model
 from deploy.inference import MODEL_FILE, ModelInfo, create_session
@@ -135,15 +137,16 @@ def export_model(
     threads: int | None = None,
     seed: int = 0,
 ) -> ExportReport:
-    """Export ``model_dir`` into ``out_dir`` (model.onnx, tokenizer, model_info.json); raise
-    ParityError when onnxruntime's logits are further than ``parity_atol`` from PyTorch's."""
+    """Export ``model_dir`` into ``out_dir`` (model.onnx, tokenizer, model_info.json; the
+    recorded max_length is ``max_length`` capped by the model's own limit); raise ParityError
+    when onnxruntime's logits are further than ``parity_atol`` from PyTorch's."""
     import torch
 
     if parity_atol <= 0:
         raise ValueError("parity_atol must be > 0")
     started = time.perf_counter()
     tm = load_torch_model(model_dir, device="cpu", threads=threads)
-    length = max_length or tm.max_length
+    length = min(max_length, tm.max_length) if max_length else tm.max_length
     if length < 2:
         raise BadInput(f"{model_dir}: max_length {length} is too short to export")
     out_dir = Path(out_dir)
@@ -162,3 +165,30 @@ def export_model(
         task=tm.task, exporter=exporter, max_abs_diff=diff, parity_atol=parity_atol,
         seconds=time.perf_counter() - started, onnx_bytes=(out_dir / MODEL_FILE).stat().st_size,
     )
+
+
+# --- the export_onnx step ---
+
+NAME = "export_onnx"
+VERSION = 1
+
+
+def run(ctx: StepContext) -> StepResult:
+    inputs = {
+        "model": input_digest(ctx.model_dir),
+        "max_length": ctx.train.max_length,
+        "parity_atol": ctx.policy.parity_atol,
+        "opset": OPSET,
+    }
+    key = step_key(NAME, VERSION, inputs)
+
+    def build(out: Path) -> dict[str, Any]:
+        report = export_model(
+            ctx.model_dir, out, max_length=ctx.train.max_length,
+            parity_atol=ctx.policy.parity_atol, threads=ctx.threads, seed=ctx.train.seed,
+        )
+        return asdict(report)
+
+    pub = publish(ctx.output_dir, NAME, key, ctx.run_id, inputs, build)
+    return StepResult(NAME, ctx.run_id, key, pub.path, pub.path, pub.cached,
+                      dict(pub.record["metadata"]), dict(pub.record["files"]))

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from actions.artifacts import input_digest, publish, step_key
+from actions.context import StepContext, StepResult
 from actions.errors import BadInput
 from deploy.inference import ARTIFACT_FILE, INFO_FILE, MODEL_FILE, ModelInfo
 
@@ -86,3 +89,61 @@ def keep_fp32(src_dir: Path, out_dir: Path, reason: str) -> None:
 def info_dict(report: QuantizeReport) -> dict[str, Any]:
     return {"fp32_bytes": report.fp32_bytes, "int8_bytes": report.int8_bytes,
             "size_ratio": round(report.size_ratio, 4), "op_types": list(report.op_types)}
+
+
+# --- the quantize step ---
+
+NAME = "quantize"
+VERSION = 1
+
+
+def run(ctx: StepContext) -> StepResult:
+    """int8 when it holds up on the gate's holdout against the fp32 export, else fp32 (said so
+    in the metadata: ``precision``, ``fallback``, ``reason``)."""
+    from actions.evaluate import holdout_rows, score
+    from actions.torch_models import load_any
+
+    p = ctx.policy
+    inputs = {
+        "model": input_digest(ctx.model_dir),
+        "snapshot": input_digest(ctx.snapshot),
+        "policy": p.model_dump(include={"holdout_fraction", "min_holdout_rows",
+                                        "max_quantize_drop", "max_quantize_nll_increase",
+                                        "quantize_embeddings"}),
+    }
+    key = step_key(NAME, VERSION, inputs)
+
+    def build(out: Path) -> dict[str, Any]:
+        rows = holdout_rows(ctx)
+        candidate = out.parent / f"{out.name}.int8"
+        shutil.rmtree(candidate, ignore_errors=True)
+        try:
+            report = quantize_model(ctx.model_dir, candidate, embeddings=p.quantize_embeddings)
+            fp32 = load_any(ctx.model_dir, ctx.device, ctx.threads)
+            metric, base, n = score(fp32, rows, p.min_holdout_rows)
+            int8_score = score(load_any(candidate, ctx.device, ctx.threads), rows,
+                               p.min_holdout_rows)[1]
+            if metric == "accuracy":
+                loss = base - int8_score
+                ok, allowed = loss <= p.max_quantize_drop + 1e-12, p.max_quantize_drop
+            else:  # perplexity: compare mean NLLs, relative rise
+                loss = math.log(int8_score) / math.log(base) - 1 if base > 1 else 0.0
+                ok, allowed = loss <= p.max_quantize_nll_increase, p.max_quantize_nll_increase
+            meta: dict[str, Any] = {
+                "metric": metric, "fp32_score": round(base, 6), "int8_score": round(int8_score, 6),
+                "loss": round(loss, 6), "allowed": allowed, "rows": n, **info_dict(report),
+            }
+            if ok:
+                for path in candidate.iterdir():
+                    shutil.move(str(path), out / path.name)
+                return {**meta, "precision": "int8", "fallback": False, "reason": ""}
+            reason = (f"int8 {metric} {int8_score:.4f} vs fp32 {base:.4f}: loss {loss:.4f} "
+                      f"exceeds the allowed {allowed:g}; shipping fp32")
+            keep_fp32(Path(ctx.model_dir), out, reason)
+            return {**meta, "precision": "fp32", "fallback": True, "reason": reason}
+        finally:
+            shutil.rmtree(candidate, ignore_errors=True)
+
+    pub = publish(ctx.output_dir, NAME, key, ctx.run_id, inputs, build)
+    return StepResult(NAME, ctx.run_id, key, pub.path, pub.path, pub.cached,
+                      dict(pub.record["metadata"]), dict(pub.record["files"]))
