@@ -33,7 +33,7 @@ class Traffic:
     def embeddings(self, n: int, shift: float = 0.0) -> np.ndarray:
         z = self.rng.normal(size=(n, self.spread.shape[0])) @ self.spread
         z += self.rng.normal(scale=0.02, size=z.shape) + self.centre
-        z[:, 0] += shift
+        z[:, :16] += shift  # a topic change moves many directions at once
         return (z / np.linalg.norm(z, axis=1, keepdims=True)).astype(np.float32)
 
     def frame(self, n: int, *, accuracy: float = 0.9, latency_scale: float = 20.0,

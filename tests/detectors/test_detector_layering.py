@@ -1,0 +1,47 @@
+"""detectors/ stays pure: no daemon/actions/deploy, no Kafka, no clock, no logging; and cheap to
+import (evidently and torch load on first use only)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FORBIDDEN = {"daemon", "actions", "deploy", "kafka", "logging", "time", "datetime", "socket",
+             "requests", "httpx", "prometheus_client"}
+# The encoder is the one module allowed to load a model.
+MODEL_LOADERS = {"detectors/embeddings.py": {"torch", "transformers"}}
+ALLOWED = {"numpy", "pandas", "scipy", "evidently", "pydantic", "detectors", "__future__",
+           "collections", "dataclasses", "enum", "functools", "math", "os", "pathlib", "re",
+           "typing"}
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_detectors_import_only_their_room() -> None:
+    files = sorted((ROOT / "detectors").glob("*.py"))
+    assert len(files) >= 8
+    for path in files:
+        rel = str(path.relative_to(ROOT))
+        names = _imports(path)
+        assert not names & FORBIDDEN, (rel, names & FORBIDDEN)
+        assert names <= ALLOWED | MODEL_LOADERS.get(rel, set()), (rel, names - ALLOWED)
+
+
+def test_importing_the_suite_loads_neither_evidently_nor_torch() -> None:
+    code = ("import sys, detectors.suite, detectors.config, detectors.embeddings; "
+            "print(sorted(m for m in ('evidently', 'torch', 'transformers', 'sklearn') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]"
