@@ -12,7 +12,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from daemon.policy_config import (
+    AlertsConfig,
+    ModelPolicy,
+    PipelineConfig,
+    PolicySettings,
+    RunnerConfig,
+    check_pipeline_refs,
+)
 
 EMBEDDED = "embedded"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -78,6 +95,7 @@ class ModelConfig(Strict):
 
     name: str
     task: Literal["sequence-classification", "causal-lm"] = "sequence-classification"
+    policy: ModelPolicy | None = Field(None, description="When and how to act; none = watch only.")
 
     @field_validator("name")
     @classmethod
@@ -92,6 +110,24 @@ class DaemonConfig(Strict):
     api: ApiConfig = ApiConfig()
     state: StateConfig = StateConfig()
     models: list[ModelConfig] = Field(default_factory=list)
+    pipelines: dict[str, PipelineConfig] = Field(
+        default_factory=dict, description="Named pipelines: ordered steps with params."
+    )
+    runner: RunnerConfig = RunnerConfig()
+    alerts: AlertsConfig = AlertsConfig()
+
+    @model_validator(mode="after")
+    def _pipelines_exist(self) -> DaemonConfig:
+        policies = {f"models.{i}.policy": m.policy for i, m in enumerate(self.models) if m.policy}
+        check_pipeline_refs(policies, self.pipelines)
+        return self
+
+    def policy_settings(self) -> PolicySettings:
+        """The slice the policy engine, runner and control API need."""
+        return PolicySettings(
+            models={m.name: m.policy for m in self.models if m.policy is not None},
+            pipelines=self.pipelines, runner=self.runner, alerts=self.alerts,
+        )
 
     @field_validator("models")
     @classmethod

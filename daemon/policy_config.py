@@ -149,17 +149,16 @@ class PolicySettings(_Strict):
 
     @model_validator(mode="after")
     def _pipelines_exist(self) -> PolicySettings:
-        check_pipeline_refs(self.models, self.pipelines)
+        check_pipeline_refs({f"models.{k}": v for k, v in self.models.items()}, self.pipelines)
         return self
 
 
 def check_pipeline_refs(
-    models: Mapping[str, ModelPolicy], pipelines: Mapping[str, PipelineConfig]
+    policies: Mapping[str, ModelPolicy], pipelines: Mapping[str, PipelineConfig]
 ) -> None:
-    """Every model's pipeline must be defined; call from the root config's validator too."""
-    for name, policy in models.items():
+    """Every policy's pipeline must be defined. ``policies`` is keyed by the policy's path in
+    the config (e.g. ``models.0.policy``), so the error names where to fix it."""
+    for path, policy in policies.items():
         if policy.pipeline not in pipelines:
             known = ", ".join(sorted(pipelines)) or "none defined"
-            raise ValueError(
-                f"models.{name}.pipeline: unknown pipeline {policy.pipeline!r} ({known})"
-            )
+            raise ValueError(f"{path}.pipeline: unknown pipeline {policy.pipeline!r} ({known})")

@@ -19,7 +19,7 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 
 
-def _wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:  # noqa: ANN001
+def _wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -43,7 +43,6 @@ def _start(db: Path, work: Path) -> subprocess.Popen[bytes]:
                             cwd=ROOT)
 
 
-@pytest.mark.slow
 @pytest.mark.integration
 def test_kill9_during_each_step_resumes_from_that_step_and_applies_each_effect_once(
     tmp_path: Path,

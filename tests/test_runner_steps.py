@@ -1,0 +1,200 @@
+"""The runner on real worker processes: retries with backoff, permanent failures and gates,
+crashes, timeouts, rollbacks, artifact checks, limits, pauses; approve and dry-run modes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from policy_fixtures import TESTS, engine, evaluation, queued_run, quick_steps
+
+from daemon.runner import Runner
+from daemon.runs import RunState, StepRecord
+from daemon.store import StateStore
+
+BREACH = {"drift.distribution[x]": True}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> StateStore:
+    s = StateStore(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+def _runner(store: StateStore, tmp_path: Path, **kw: object) -> Runner:
+    return Runner(store, tmp_path / "runs", poll_interval=0.02,
+                  worker_env={"PYTHONPATH": str(TESTS)}, **kw)  # type: ignore[arg-type]
+
+
+def _log(tmp_path: Path) -> list[str]:
+    path = tmp_path / "steps.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _wait_terminal(store: StateStore, run_ids: list[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = [store.get_run(r) for r in run_ids]
+        if all(r is not None and r.state.terminal for r in runs):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"runs not finished: {[store.get_run(r) for r in run_ids]}")
+
+
+def test_retryable_error_is_retried_then_succeeds(store: StateStore, tmp_path: Path) -> None:
+    run_id = queued_run(store, "m", quick_steps(tmp_path / "steps.log", n=2, retry_times=2))
+    _runner(store, tmp_path).execute(run_id)
+    run = store.get_run(run_id)
+    assert run is not None and run.state is RunState.SUCCEEDED
+    assert [s.attempts for s in store.steps(run_id)] == [3, 3]
+    retries = [a for a in store.list_audit(run_id=run_id) if a.action == "run.step_retry"]
+    assert len(retries) == 4 and retries[0].evidence["retry_in_s"] == 0.05
+
+
+def test_gate_failure_fails_the_run_with_evidence_and_stops(store: StateStore,
+                                                            tmp_path: Path) -> None:
+    steps = quick_steps(tmp_path / "steps.log", n=2)
+    steps = ({**steps[0], "params": {**steps[0]["params"], "gate_fail": True}}, steps[1])
+    run_id = queued_run(store, "m", steps)
+    _runner(store, tmp_path).execute(run_id)
+    run = store.get_run(run_id)
+    assert run is not None and run.state is RunState.FAILED
+    assert "candidate lost" in (run.error or "")
+    last = store.transitions(run_id)[-1]
+    assert last.evidence["error_type"] == "GateFailed" and last.evidence["champion"] == 0.9
+    assert len([ln for ln in _log(tmp_path) if ln.startswith("start")]) == 1  # no retry, no s1
+
+
+def test_worker_crash_is_retried_up_to_max_attempts(store: StateStore, tmp_path: Path) -> None:
+    steps = ({"name": "oom", "uses": "runner_quick_steps:crash", "max_attempts": 2,
+              "backoff": 0.01, "max_backoff": 0.01, "timeout": 30, "params": {}},)
+    run_id = queued_run(store, "m", steps)
+    _runner(store, tmp_path).execute(run_id)
+    run = store.get_run(run_id)
+    assert run is not None and run.state is RunState.FAILED
+    assert "crashed" in (run.error or "") and "exited 3" in (run.error or "")
+    assert sum(a.action == "run.step_retry" for a in store.list_audit(run_id=run_id)) == 1
+
+
+def test_step_timeout_kills_the_worker_and_fails(store: StateStore, tmp_path: Path) -> None:
+    steps = ({"name": "hang", "uses": "runner_quick_steps:hang", "max_attempts": 3,
+              "timeout": 0.5, "params": {}},)
+    run_id = queued_run(store, "m", steps)
+    started = time.monotonic()
+    _runner(store, tmp_path).execute(run_id)
+    assert time.monotonic() - started < 10
+    run = store.get_run(run_id)
+    assert run is not None and run.state is RunState.FAILED and "timeout" in (run.error or "")
+
+
+def test_rolled_back_step_ends_the_run_rolled_back(store: StateStore, tmp_path: Path) -> None:
+    steps = quick_steps(tmp_path / "steps.log", n=2, rolled_back=True)
+    run_id = queued_run(store, "m", steps)
+    _runner(store, tmp_path).execute(run_id)
+    run = store.get_run(run_id)
+    assert run is not None and run.state is RunState.ROLLED_BACK and run.next_step == 1
+
+
+def test_tampered_artifact_fails_the_next_step(store: StateStore, tmp_path: Path) -> None:
+    run_id = queued_run(store, "m", quick_steps(tmp_path / "steps.log", n=2))
+    store.transition(run_id, RunState.RUNNING, "test", [RunState.QUEUED])
+    fake = tmp_path / "out0.txt"
+    fake.write_text("changed after it was recorded")
+    store.complete_step(run_id, StepRecord(0, "s0", "ok",
+                                           {"out0": {"path": str(fake), "sha256": "0" * 64}}))
+    _runner(store, tmp_path).execute(run_id)
+    run = store.get_run(run_id)
+    assert run is not None and run.state is RunState.FAILED
+    assert "changed since it was produced" in (run.error or "")
+    assert _log(tmp_path) == []  # checked before the step was called
+
+
+def test_one_run_per_model_and_a_global_limit(store: StateStore, tmp_path: Path) -> None:
+    log = tmp_path / "steps.log"
+    ids = [queued_run(store, "a", quick_steps(log, hold="before", hold_s=0.3), trigger="1"),
+           queued_run(store, "a", quick_steps(log, hold="before", hold_s=0.3), trigger="2"),
+           queued_run(store, "b", quick_steps(log, hold="before", hold_s=0.3), trigger="3"),
+           queued_run(store, "c", quick_steps(log, hold="before", hold_s=0.3), trigger="4")]
+    runner = _runner(store, tmp_path, max_concurrent=2).start()
+    try:
+        _wait_terminal(store, ids)
+    finally:
+        runner.stop()
+    spans: dict[str, tuple[float, float, str]] = {}
+    for line in _log(tmp_path):
+        kind, run_id, _, *rest = line.split()
+        t = float(next(p for p in rest if p.startswith("t="))[2:]) if kind != "holding" else 0
+        if kind == "start":
+            spans[run_id] = (t, 0.0, "")
+        elif kind == "end":
+            spans[run_id] = (spans[run_id][0], t, "")
+    model = dict(zip(ids, "aabc", strict=True))
+    intervals = sorted((s, e, model[r]) for r, (s, e, _) in spans.items())
+    for i, (s, _, m) in enumerate(intervals):
+        overlapping = [iv for iv in intervals[:i] if iv[1] > s]
+        assert len(overlapping) < 2, "never more than 2 runs at once"
+        assert all(o[2] != m for o in overlapping), "never 2 runs of one model at once"
+    assert all(store.get_run(r).state is RunState.SUCCEEDED for r in ids)  # type: ignore[union-attr]
+
+
+def test_paused_model_is_not_started_until_resumed(store: StateStore, tmp_path: Path) -> None:
+    run_id = queued_run(store, "m", quick_steps(tmp_path / "steps.log"))
+    store.pause("m", "oncall")
+    runner = _runner(store, tmp_path)
+    assert runner.schedule() == []
+    store.resume("m", "oncall")
+    assert runner.schedule() == [run_id]
+    _wait_terminal(store, [run_id])
+    runner.stop()
+    assert store.get_run(run_id).state is RunState.SUCCEEDED  # type: ignore[union-attr]
+
+
+def test_dry_run_never_executes_a_step(store: StateStore, tmp_path: Path) -> None:
+    eng = engine(store, tmp_path / "steps.log", hold=1, mode="dry-run")
+    assert eng.on_evaluation(evaluation("m", 0, BREACH)).fire
+    runner = _runner(store, tmp_path).start()
+    time.sleep(0.3)  # several scheduling rounds
+    runner.stop()
+    (run,) = store.list_runs()
+    assert run.state is RunState.DRY_RUN
+    assert _log(tmp_path) == [] and not (tmp_path / "runs").exists()
+
+
+def test_approve_mode_waits_and_proceeds_only_when_approved(store: StateStore,
+                                                            tmp_path: Path) -> None:
+    eng = engine(store, tmp_path / "steps.log", hold=1, mode="approve")
+    assert eng.on_evaluation(evaluation("m", 0, BREACH)).fire
+    (run,) = store.list_runs()
+    runner = _runner(store, tmp_path).start()
+    try:
+        time.sleep(0.3)
+        assert store.get_run(run.id).state is RunState.PENDING_APPROVAL  # type: ignore[union-attr]
+        assert _log(tmp_path) == []
+        assert store.transition(run.id, RunState.QUEUED, "alice", [RunState.PENDING_APPROVAL])
+        runner.wake()
+        _wait_terminal(store, [run.id])
+    finally:
+        runner.stop()
+    assert store.get_run(run.id).state is RunState.SUCCEEDED  # type: ignore[union-attr]
+    actors = [(t.to_state.value, t.actor) for t in store.transitions(run.id)]
+    assert actors[:3] == [("pending_approval", "policy"), ("queued", "alice"),
+                          ("running", "runner")]
+
+
+def test_rejected_run_never_runs(store: StateStore, tmp_path: Path) -> None:
+    eng = engine(store, tmp_path / "steps.log", hold=1, mode="approve")
+    eng.on_evaluation(evaluation("m", 0, BREACH))
+    (run,) = store.list_runs()
+    assert store.transition(run.id, RunState.REJECTED, "bob", [RunState.PENDING_APPROVAL])
+    assert _runner(store, tmp_path).schedule() == []
+    assert not store.transition(run.id, RunState.QUEUED, "bob", [RunState.PENDING_APPROVAL])
+
+
+def test_worker_runs_in_another_process(store: StateStore, tmp_path: Path) -> None:
+    run_id = queued_run(store, "m", quick_steps(tmp_path / "steps.log"))
+    _runner(store, tmp_path).execute(run_id)
+    pid = int(_log(tmp_path)[0].split("pid=")[1].split()[0])
+    assert pid != os.getpid()
