@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import random
 import shutil
 import signal
 import subprocess
@@ -19,7 +20,8 @@ from pathlib import Path
 import httpx
 
 from daemon.broker import free_port
-from daemon.events import FeedbackEvent, encode
+from daemon.events import FeedbackEvent, InferenceEvent, Output, encode
+from deploy.judge import TrafficJudge
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL = "sentiment"
@@ -187,3 +189,20 @@ def served_versions(urls: list[str]) -> dict[str, int | None]:
         ready = [int(e["version"]) for e in index if e["name"] == MODEL and e["state"] == "READY"]
         out[url] = ready[0] if ready else None
     return out
+
+
+def synthetic_traffic(judge: TrafficJudge, version: str, n: int, accuracy: float,
+                      rng: random.Random, latency_ms: float = 5.0, error_rate: float = 0.0,
+                      ts: float = 1000.0) -> None:
+    """Seeded inference events and their true labels, as the fleet would log them."""
+    for i in range(n):
+        truth = rng.choice(["negative", "positive"])
+        right = rng.random() < accuracy
+        label = truth if right else ("positive" if truth == "negative" else "negative")
+        rid = f"{version}-{ts}-{i}"
+        failed = rng.random() < error_rate
+        judge.observe(InferenceEvent(
+            request_id=rid, ts=ts * 1000, model="m", model_version=version,
+            latency_ms=latency_ms * rng.uniform(0.8, 1.2), status="error" if failed else "ok",
+            output=None if failed else Output(label=label, score=0.9)))
+        judge.observe(FeedbackEvent(request_id=rid, ts=ts * 1000, model="m", label=truth))

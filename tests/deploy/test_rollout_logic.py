@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from daemon.events import FeedbackEvent, InferenceEvent, Output
 from deploy.batching import MicroBatcher
 from deploy.config import CanaryConfig, FleetConfig
 from deploy.judge import TrafficJudge
 from deploy.rollout_store import RolloutStore
 from deploy.verdict import CanaryQuery, CanaryVerdict
+from tests.deploy.harness import synthetic_traffic
 
 URLS = ["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"]
 
@@ -62,21 +62,6 @@ def test_store_round_trip_and_active_rollout(tmp_path: Path) -> None:
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def _traffic(judge: TrafficJudge, version: str, n: int, accuracy: float, rng: random.Random,
-             latency_ms: float = 5.0, error_rate: float = 0.0, ts: float = 1000.0) -> None:
-    for i in range(n):
-        truth = rng.choice(["negative", "positive"])
-        right = rng.random() < accuracy
-        label = truth if right else ("positive" if truth == "negative" else "negative")
-        rid = f"{version}-{ts}-{i}"
-        failed = rng.random() < error_rate
-        judge.observe(InferenceEvent(
-            request_id=rid, ts=ts * 1000, model="m", model_version=version,
-            latency_ms=latency_ms * rng.uniform(0.8, 1.2), status="error" if failed else "ok",
-            output=None if failed else Output(label=label, score=0.9)))
-        judge.observe(FeedbackEvent(request_id=rid, ts=ts * 1000, model="m", label=truth))
-
-
 CFG = CanaryConfig(min_events=100, min_labelled=50, max_accuracy_drop=0.05,
                    max_error_rate=0.02, latency_slo_ms=100, max_latency_ratio=3)
 QUERY = CanaryQuery("m", canary_version=2, stable_version=1, since_s=999.0)
@@ -85,31 +70,31 @@ QUERY = CanaryQuery("m", canary_version=2, stable_version=1, since_s=999.0)
 def test_judge_healthy_unhealthy_and_insufficient() -> None:
     rng = random.Random(0)
     good = TrafficJudge("m", CFG)
-    _traffic(good, "1", 300, 0.85, rng)
-    _traffic(good, "2", 40, 0.85, rng)
+    synthetic_traffic(good, "1", 300, 0.85, rng)
+    synthetic_traffic(good, "2", 40, 0.85, rng)
     assert good(QUERY).state == "insufficient"
-    _traffic(good, "2", 160, 0.85, rng)
+    synthetic_traffic(good, "2", 160, 0.85, rng)
     verdict = good(QUERY)
     assert verdict.state == "healthy" and verdict.events == 200
     assert verdict.evidence["stable_events"] == 300
 
     wrong = TrafficJudge("m", CFG)
-    _traffic(wrong, "1", 300, 0.85, rng)
-    _traffic(wrong, "2", 60, 0.15, rng)  # swapped labels: breach before min_events
+    synthetic_traffic(wrong, "1", 300, 0.85, rng)
+    synthetic_traffic(wrong, "2", 60, 0.15, rng)  # swapped labels: breach before min_events
     verdict = wrong(QUERY)
     assert verdict.state == "unhealthy" and "accuracy" in verdict.reason
 
     slow = TrafficJudge("m", CFG)
-    _traffic(slow, "1", 300, 0.85, rng, latency_ms=5)
-    _traffic(slow, "2", 60, 0.85, rng, latency_ms=40)
+    synthetic_traffic(slow, "1", 300, 0.85, rng, latency_ms=5)
+    synthetic_traffic(slow, "2", 60, 0.85, rng, latency_ms=40)
     assert "x stable" in slow(QUERY).reason
 
     failing = TrafficJudge("m", CFG)
-    _traffic(failing, "2", 100, 0.85, rng, error_rate=0.2)
+    synthetic_traffic(failing, "2", 100, 0.85, rng, error_rate=0.2)
     assert "error rate" in failing(QUERY).reason
 
     old = TrafficJudge("m", CFG)  # events from before the canary began do not count
-    _traffic(old, "2", 300, 0.85, rng, ts=10.0)
+    synthetic_traffic(old, "2", 300, 0.85, rng, ts=10.0)
     assert old(QUERY).events == 0
 
 
@@ -120,8 +105,8 @@ def test_judge_does_not_roll_back_equal_versions_on_noise() -> None:
     alarms = 0
     for _ in range(200):
         judge = TrafficJudge("m", CFG)
-        _traffic(judge, "1", 150, 0.8, rng)
-        _traffic(judge, "2", 100, 0.8, rng)
+        synthetic_traffic(judge, "1", 150, 0.8, rng)
+        synthetic_traffic(judge, "2", 100, 0.8, rng)
         alarms += judge(QUERY).state == "unhealthy"
     assert alarms <= 10
 
