@@ -78,6 +78,13 @@ def _state(state: str) -> str:
     return f"[{_STATE_STYLE.get(state, '')}]{state}[/]"
 
 
+def _e(value: object) -> str:
+    """Escape for rich: keys like drift.score[text] would otherwise read as markup."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
 def _print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, sort_keys=True))
 
@@ -111,14 +118,15 @@ def status(url: Url = DEFAULT_URL, as_json: AsJson = False) -> None:
         table.add_column(column)
     for m in answer["models"]:
         ev = m["last_evaluation"]
-        breaches = ", ".join(b["key"] for b in ev["breaches"]) if ev else ""
+        breaches = _e(", ".join(b["key"] for b in ev["breaches"])) if ev else ""
         run = m["active_run"]
         run_text = (f"{run['id']} {_state(run['state'])} {run['step']}/{run['n_steps']}"
                     if run else "-")
         mode = m["mode"] or "-"
         if m["paused"]:
-            mode = f"[red bold]PAUSED[/] by {m['paused']['actor']}"
-        table.add_row(m["model"], m["deployed_version"] or "-", _when(ev["ts"]) if ev else "-",
+            mode = f"[red bold]PAUSED[/] by {_e(m['paused']['actor'])}"
+        table.add_row(_e(m["model"]), _e(m["deployed_version"] or "-"),
+                      _when(ev["ts"]) if ev else "-",
                       f"[red]{breaches}[/]" if breaches else "[green]none[/]", run_text, mode)
     _console().print(table)
 
@@ -138,9 +146,9 @@ def runs(url: Url = DEFAULT_URL,
     for column in ("run", "model", "pipeline", "state", "step", "source", "created", "error"):
         table.add_column(column)
     for r in answer["runs"]:
-        table.add_row(r["id"], r["model"], r["pipeline"], _state(r["state"]),
+        table.add_row(r["id"], _e(r["model"]), _e(r["pipeline"]), _state(r["state"]),
                       f"{r['step']}/{r['n_steps']}", r["source"], _when(r["created_at"]),
-                      (r["error"] or "")[:60])
+                      _e((r["error"] or "")[:60]))
     _console().print(table)
 
 
@@ -154,12 +162,13 @@ def show(run_id: Annotated[str, typer.Argument(help="The run id.")],
     if as_json:
         return _print_json(r)
     console = _console()
-    console.print(f"[bold]{r['id']}[/]  model [bold]{r['model']}[/]  pipeline {r['pipeline']}"
+    console.print(f"[bold]{r['id']}[/]  model [bold]{_e(r['model'])}[/]  pipeline "
+                  f"{_e(r['pipeline'])}"
                   f"  {_state(r['state'])}  step {r['next_step']}/{r['n_steps']}")
     console.print(f"source {r['source']}, mode {r['mode']}, created {_when(r['created_at'])}")
     if r["error"]:
-        console.print(f"[red]error:[/] {r['error']}")
-    console.print(f"evidence: {json.dumps(r['evidence'], sort_keys=True)}")
+        console.print(f"[red]error:[/] {_e(r['error'])}")
+    console.print(f"evidence: {_e(json.dumps(r['evidence'], sort_keys=True))}")
     done = {s["index"]: s for s in r["step_records"]}
     steps = Table(title="steps", title_justify="left")
     for column in ("#", "step", "status", "attempts", "artifacts"):
@@ -168,16 +177,16 @@ def show(run_id: Annotated[str, typer.Argument(help="The run id.")],
         rec = done.get(i)
         arts = ", ".join(f"{k} {v['sha256'][:12]}" for k, v in rec["artifacts"].items()) if rec \
             else ""
-        steps.add_row(str(i), step["name"], rec["status"] if rec else "-",
-                      str(rec["attempts"]) if rec else "-", arts)
+        steps.add_row(str(i), _e(step["name"]), rec["status"] if rec else "-",
+                      str(rec["attempts"]) if rec else "-", _e(arts))
     console.print(steps)
     history = Table(title="transitions", title_justify="left")
     for column in ("time", "from", "to", "step", "actor", "evidence"):
         history.add_column(column)
     for t in r["transitions"]:
         history.add_row(_when(t["ts"]), t["from_state"] or "-", _state(t["to_state"]),
-                        "-" if t["step"] is None else str(t["step"]), t["actor"],
-                        json.dumps(t["evidence"], sort_keys=True)[:80])
+                        "-" if t["step"] is None else str(t["step"]), _e(t["actor"]),
+                        _e(json.dumps(t["evidence"], sort_keys=True)[:80]))
     console.print(history)
 
 
@@ -238,6 +247,6 @@ def audit(url: Url = DEFAULT_URL,
     for column in ("time", "actor", "action", "model", "run", "evidence"):
         table.add_column(column)
     for e in answer["entries"]:
-        table.add_row(_when(e["ts"]), e["actor"], e["action"], e["model"] or "-",
-                      e["run_id"] or "-", json.dumps(e["evidence"], sort_keys=True)[:100])
+        table.add_row(_when(e["ts"]), _e(e["actor"]), e["action"], _e(e["model"] or "-"),
+                      e["run_id"] or "-", _e(json.dumps(e["evidence"], sort_keys=True)[:100]))
     _console().print(table)
