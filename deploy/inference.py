@@ -256,6 +256,7 @@ def load_onnx(model_dir: Path | str, device: Device = "auto", threads: int | Non
     OnnxClassifier | OnnxCausalLM
 ):
     """Open an exported directory as the right model for its ``model_info.json`` task."""
+    verify_artifact(Path(model_dir))  # before model_info.json is trusted to dispatch
     task = ModelInfo.read(Path(model_dir)).task
     if task == "sequence-classification":
         return OnnxClassifier.from_dir(model_dir, device, threads)
