@@ -19,9 +19,12 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from daemon.batch import EventSink, PartitionBatch, TopicPartitionId
 from daemon.broker import LocalBroker, ensure_topics
 from daemon.config import EMBEDDED, DaemonConfig
+from daemon.evaluation import Evaluation
 from daemon.http import ApiServer, create_app
 from daemon.ingest import Ingestor
 from daemon.metrics import IngestMetrics, MetricsSink
+from daemon.monitoring import EvaluatorNudge, build_monitoring
+from daemon.store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +53,18 @@ class Daemon:
         disable_created_metrics()
         self.registry = registry or CollectorRegistry()
         self.metrics = IngestMetrics(self.registry)
-        self.sink = FanoutSink([MetricsSink(self.metrics)])
+        self.store = StateStore(config.state.path)
+        self.monitoring = build_monitoring(config, self.registry, [self._on_evaluation])
+        self.sink = FanoutSink([MetricsSink(self.metrics), self.monitoring.windows,
+                                EvaluatorNudge(self.monitoring.evaluator)])
         self.broker: LocalBroker | None = None
         self.ingestor: Ingestor | None = None
         self.http: ApiServer | None = None
         self._stop = threading.Event()
         self._signals = 0
+
+    def _on_evaluation(self, evaluation: Evaluation) -> None:
+        self.store.add_evaluation(evaluation)
 
     # -- probes -----------------------------------------------------------------------------
 
@@ -103,6 +112,7 @@ class Daemon:
         self.http = ApiServer(create_app(self.registry, self.healthy, self.ready),
                               api.host, api.port).start()
         self.ingestor.start()
+        self.monitoring.start()
         log.info("lifeguard up: consuming %s, HTTP on %s", ", ".join(kafka.topics), self.http.url)
 
     def request_stop(self) -> None:
@@ -112,10 +122,12 @@ class Daemon:
         self._stop.set()
         if self.ingestor is not None:
             self.ingestor.stop()
+        self.monitoring.stop()
         if self.http is not None:
             self.http.stop()
         if self.broker is not None:
             self.broker.stop()
+        self.store.close()
 
     def run(self) -> int:
         """Run until a signal; returns the process exit code."""

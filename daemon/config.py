@@ -22,6 +22,12 @@ from pydantic import (
     model_validator,
 )
 
+from daemon.monitoring_config import (
+    EvaluationConfig,
+    LabelJoinConfig,
+    ReferenceConfig,
+    WindowConfig,
+)
 from daemon.policy_config import (
     AlertsConfig,
     ModelPolicy,
@@ -30,6 +36,7 @@ from daemon.policy_config import (
     RunnerConfig,
     check_pipeline_refs,
 )
+from detectors.config import SuiteConfig
 
 EMBEDDED = "embedded"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -95,6 +102,14 @@ class ModelConfig(Strict):
 
     name: str
     task: Literal["sequence-classification", "causal-lm"] = "sequence-classification"
+    window: WindowConfig = WindowConfig()
+    reference: ReferenceConfig = ReferenceConfig()
+    labels: LabelJoinConfig = LabelJoinConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    detectors: SuiteConfig = Field(SuiteConfig(), description="Detector thresholds and methods.")
+    embedding_model: Path | None = Field(
+        None, description="Sentence encoder directory for embedding drift; default: the "
+        "packaged all-MiniLM-L6-v2.")
     policy: ModelPolicy | None = Field(None, description="When and how to act; none = watch only.")
 
     @field_validator("name")

@@ -43,7 +43,9 @@ class DaemonProcess:
 
     def __init__(self, tmp: Path, config: dict, name: str = "daemon") -> None:
         self.port = free_port()
-        config = {**config, "api": {**config.get("api", {}), "port": self.port}}
+        config = {**config, "api": {**config.get("api", {}), "port": self.port},
+                  "state": {"path": str(tmp / f"{name}.db"),
+                            "artifacts_dir": str(tmp / "artifacts"), **config.get("state", {})}}
         self.config_path = tmp / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = tmp / f"{name}.log"

@@ -1,0 +1,256 @@
+"""The evaluator: an APScheduler job per model runs its detectors on (reference, current).
+
+A pass publishes every statistic (not only the verdict) as gauges, stores the evaluation with
+its evidence, hands it to the policy, and renders the full Evidently report only on a breach.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from daemon.evaluation import Evaluation
+from daemon.monitoring_config import EvaluationConfig
+from daemon.window_store import WindowStore
+from detectors.result import Verdict
+
+log = logging.getLogger(__name__)
+
+
+class Encoder(Protocol):
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+@dataclass
+class ModelEvaluation:
+    """What the evaluator needs for one model: its detector suite and cadence."""
+
+    suite: Any  # detectors.suite.DetectorSuite (imported lazily: evidently is slow to import)
+    config: EvaluationConfig
+    prepared: dict[str, tuple[int, Any]] = field(default_factory=dict)  # version -> (rows, ref)
+
+
+class EmbeddingCache:
+    """Embeddings by request_id, bounded: each text is embedded once, not once per pass."""
+
+    def __init__(self, encoder_factory: Callable[[], Encoder], capacity: int = 50_000) -> None:
+        self._factory = encoder_factory
+        self._encoder: Encoder | None = None
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.capacity = capacity
+
+    def embed(self, ids: list[str], texts: list[str]) -> np.ndarray:
+        missing = [(i, t) for i, t in zip(ids, texts, strict=True) if i not in self._cache]
+        if missing:
+            if self._encoder is None:
+                self._encoder = self._factory()
+            vectors = self._encoder.embed([t for _, t in missing])
+            for (rid, _), vector in zip(missing, vectors, strict=True):
+                self._cache[rid] = vector
+            while len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
+        return np.stack([self._cache[i] for i in ids]) if ids else np.empty((0, 0), np.float32)
+
+
+class Evaluator:
+    """Runs passes on a schedule (and after every N new events), never overlapping itself."""
+
+    def __init__(self, windows: WindowStore, models: dict[str, ModelEvaluation],
+                 registry: CollectorRegistry,
+                 sinks: Iterable[Callable[[Evaluation], None]] = (),
+                 encoder_factory: Callable[[], Encoder] | None = None,
+                 report_dir: Path | None = None) -> None:
+        self.windows = windows
+        self.models = models
+        self.sinks = list(sinks)
+        self.report_dir = report_dir
+        self.embeddings = EmbeddingCache(encoder_factory) if encoder_factory else None
+        self.latest: dict[tuple[str, str], Evaluation] = {}
+        self._scheduler: Any = None
+        self._nudged: set[str] = set()
+        self._lock = threading.Lock()
+        self.passes = Counter("lifeguard_evaluations", "Evaluation passes, by outcome.",
+                              ["model", "outcome"], registry=registry)
+        self.duration = Histogram("lifeguard_evaluation_duration_seconds",
+                                  "Wall time of one model version's detector pass.", ["model"],
+                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                                           10, 30), registry=registry)
+        registry.register(_ResultCollector(self))
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self._scheduler = BackgroundScheduler(timezone="UTC")
+        for name, model in self.models.items():
+            interval = model.config.interval or 3600.0
+            self._scheduler.add_job(self.run_model, "interval", seconds=interval, args=[name],
+                                    id=f"evaluate:{name}", max_instances=1, coalesce=True,
+                                    misfire_grace_time=None)
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+            self._scheduler = None
+
+    def nudge(self) -> None:
+        """Called by the ingest sink: start passes for models with enough new events."""
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        for name, model in self.models.items():
+            every = model.config.every_events
+            windows = self.windows.get(name)
+            if every and windows is not None and windows.new_events >= every:
+                windows.new_events = 0
+                job = scheduler.get_job(f"evaluate:{name}")
+                if job is not None:
+                    job.modify(next_run_time=datetime.now(UTC))
+
+    # -- one pass ---------------------------------------------------------------------------
+
+    def run_model(self, name: str) -> list[Evaluation]:
+        """Evaluate every version of ``name`` that has a reference and enough events."""
+        model = self.models.get(name)
+        windows = self.windows.get(name)
+        if model is None or windows is None:
+            return []
+        with windows.lock:
+            windows.age_out()
+            windows.new_events = 0
+            if windows.replaying:
+                return []  # rebuilding from replayed history: judge nothing yet
+            frames = []
+            for version in list(windows.current):
+                rows = windows.current[version]
+                if len(rows.rows) < model.config.min_events:
+                    continue
+                reference = windows.reference_frame(version)
+                if reference is None:
+                    continue
+                frames.append((version, reference, windows.current_frame(version)))
+            offset = windows.last_offset
+            live = set(windows.current)
+        with self._lock:
+            for key in [k for k in self.latest if k[0] == name and k[1] not in live]:
+                del self.latest[key]  # a version that left the windows leaves the gauges too
+        out = []
+        for version, reference, current in frames:
+            try:
+                out.append(self._evaluate(name, model, version, reference, current, offset))
+            except Exception:
+                self.passes.labels(name, "error").inc()
+                log.exception("evaluation of %s version %s failed", name, version)
+        return out
+
+    def _evaluate(self, name: str, model: ModelEvaluation, version: str,
+                  reference: pd.DataFrame, current: pd.DataFrame, offset: int) -> Evaluation:
+        started = time.perf_counter()
+        prepared = model.prepared.get(version)
+        if prepared is None or prepared[0] != len(reference):
+            prepared = (len(reference), model.suite.prepare(self._window(model, reference)))
+            model.prepared[version] = prepared
+        results = model.suite.run(prepared[1], self._window(model, current))
+        ts = float(current["ts"].max())
+        evaluation = Evaluation(name, version, ts, tuple(results), offset)
+        self.duration.labels(name).observe(time.perf_counter() - started)
+        self.passes.labels(name, "breach" if evaluation.breached else "ok").inc()
+        with self._lock:
+            self.latest[(name, version)] = evaluation
+        if evaluation.breached:
+            self._report(name, model, version, prepared[1], current, evaluation)
+        for sink in self.sinks:
+            try:
+                sink(evaluation)
+            except Exception:
+                log.exception("evaluation sink failed for %s", evaluation.id)
+        return evaluation
+
+    def _window(self, model: ModelEvaluation, frame: pd.DataFrame) -> Any:
+        from detectors.suite import WindowData
+
+        embeddings: dict[str, np.ndarray] = {}
+        sample = model.config.embedding_sample
+        if self.embeddings is not None and sample and any(
+                getattr(t, "embedding", None) for t in model.suite.texts):
+            texts = frame[frame["input_text"].notna()]
+            if len(texts) > sample:
+                texts = texts.iloc[np.linspace(0, len(texts) - 1, sample).astype(int)]
+            embeddings["input_text"] = self.embeddings.embed(
+                texts["request_id"].tolist(), texts["input_text"].tolist())
+        return WindowData(frame, embeddings)
+
+    def _report(self, name: str, model: ModelEvaluation, version: str, reference: Any,
+                current: pd.DataFrame, evaluation: Evaluation) -> None:
+        if self.report_dir is None:
+            return
+        try:
+            from detectors.report import drift_report, render_html
+
+            snapshot = drift_report(model.suite, reference, self._window(model, current),
+                                    timestamp=datetime.fromtimestamp(evaluation.ts, UTC),
+                                    name=f"{name} v{version}: {evaluation.id}")
+            path = self.report_dir / name / f"{evaluation.id}.html"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(render_html(snapshot))
+            tmp.replace(path)
+            log.info("breach report for %s v%s: %s", name, version, path)
+        except Exception:
+            log.exception("rendering the breach report for %s failed", evaluation.id)
+
+
+class _ResultCollector(Collector):
+    """The latest result of every detector, per model version: statistic, threshold, verdict."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["model", "version", "detector", "metric", "column", "segment"]
+        statistic = GaugeMetricFamily("lifeguard_detector_statistic",
+                                      "The detector's statistic on the current window.",
+                                      labels=labels)
+        threshold = GaugeMetricFamily("lifeguard_detector_threshold",
+                                      "The threshold the statistic is judged against.",
+                                      labels=labels)
+        breached = GaugeMetricFamily("lifeguard_detector_breached",
+                                     "1 when the statistic crosses its threshold.", labels=labels)
+        samples = GaugeMetricFamily("lifeguard_detector_samples",
+                                    "Rows the detector saw, per window.",
+                                    labels=[*labels, "window"])
+        last = GaugeMetricFamily("lifeguard_last_evaluation_timestamp_seconds",
+                                 "Event time of the newest row in the last evaluated window.",
+                                 labels=["model", "version"])
+        with self.evaluator._lock:
+            latest = list(self.evaluator.latest.values())
+        for evaluation in latest:
+            last.add_metric([evaluation.model, evaluation.model_version], evaluation.ts)
+            for r in evaluation.results:
+                values = [evaluation.model, evaluation.model_version, r.detector, r.metric,
+                          r.column or "", r.segment or ""]
+                if r.statistic is not None:
+                    statistic.add_metric(values, r.statistic)
+                threshold.add_metric(values, r.threshold)
+                breached.add_metric(values, 1.0 if r.verdict is Verdict.BREACH else 0.0)
+                samples.add_metric([*values, "reference"], r.n_reference)
+                samples.add_metric([*values, "current"], r.n_current)
+        yield from (statistic, threshold, breached, samples, last)
+
+    def describe(self) -> Iterable[Metric]:
+        return []

@@ -1,0 +1,200 @@
+"""Per model and version: bounded sliding windows, the frozen reference, joined labels.
+
+The hot path appends one tuple per event to a bounded deque (no per-event numpy or pandas);
+columns are built only when the evaluator asks for a frame. What falls out is counted.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from daemon.batch import TopicPartitionId
+from daemon.events import FeedbackEvent, InferenceEvent
+from daemon.labels import LabelJoin
+from daemon.monitoring_config import LabelJoinConfig, ReferenceConfig, WindowConfig
+
+# One row per inference: what detectors need and nothing more.
+TS, RID, LATENCY, STATUS, TEXT, FEATURES, PREDICTION, SCORE, OUTPUT, OFFSET = range(10)
+Row = tuple[float, str, float, str, str | None, dict[str, Any] | None, Any, float | None,
+            str | None, int]
+BASE_COLUMNS = ("ts", "request_id", "latency_ms", "status", "input_text", "prediction", "score",
+                "output_text")
+MAX_VERSIONS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class MonitoringSettings:
+    window: WindowConfig
+    reference: ReferenceConfig
+    labels: LabelJoinConfig
+
+
+def row_of(event: InferenceEvent, offset: int) -> Row:
+    text = None
+    features = event.input
+    if features is not None:
+        value = features.get("text")
+        if isinstance(value, str):
+            text = value
+    output = event.output
+    return (event.ts_s, event.request_id, event.latency_ms, event.status, text, features,
+            None if output is None else output.label, None if output is None else output.score,
+            None if output is None else output.text, offset)
+
+
+class Rows:
+    """A bounded deque of rows with the labels joined to them."""
+
+    def __init__(self, size: int | None) -> None:
+        self.rows: deque[Row] = deque(maxlen=size)
+        self.labels: dict[str, tuple[Any, float | None]] = {}
+        self.appended = 0
+        self.aged_out = 0
+
+    def append(self, row: Row) -> None:
+        self.rows.append(row)
+        self.appended += 1
+
+    @property
+    def evicted(self) -> int:
+        return self.appended - len(self.rows)
+
+    def evict_older_than(self, horizon: float) -> None:
+        rows = self.rows
+        while rows and rows[0][TS] < horizon:
+            rows.popleft()
+            self.aged_out += 1
+
+    def attach(self, request_id: str, label: Any, rating: float | None) -> None:
+        self.labels[request_id] = (label, rating)
+        if self.rows.maxlen and len(self.labels) > 2 * self.rows.maxlen:
+            self._prune_labels()
+
+    def _prune_labels(self) -> None:
+        live = {row[RID] for row in self.rows}
+        self.labels = {rid: v for rid, v in self.labels.items() if rid in live}
+
+    def frame(self, features: Sequence[str]) -> pd.DataFrame:
+        rows = list(self.rows)
+        labels = self.labels
+        joined = [labels.get(row[RID]) for row in rows]
+        data: dict[str, list[Any]] = {
+            "ts": [r[TS] for r in rows],
+            "request_id": [r[RID] for r in rows],
+            "latency_ms": [r[LATENCY] for r in rows],
+            "status": [r[STATUS] for r in rows],
+            "input_text": [r[TEXT] for r in rows],
+            "prediction": [r[PREDICTION] for r in rows],
+            "score": [r[SCORE] for r in rows],
+            "output_text": [r[OUTPUT] for r in rows],
+            "label": [None if j is None else j[0] for j in joined],
+            "rating": [None if j is None else j[1] for j in joined],
+        }
+        for name in features:
+            data[name] = [None if r[FEATURES] is None else r[FEATURES].get(name) for r in rows]
+        frame = pd.DataFrame(data)
+        for column in ("latency_ms", "score", "rating", "ts"):
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+        return frame
+
+
+class ModelWindows:
+    """One model's state: a current window and a reference per version, and the label join.
+
+    The lock makes a frame a consistent snapshot while the ingest thread keeps appending.
+    """
+
+    def __init__(self, name: str, settings: MonitoringSettings, partition: TopicPartitionId,
+                 file_reference: pd.DataFrame | None = None) -> None:
+        self.name = name
+        self.settings = settings
+        self.partition = partition
+        self.lock = threading.Lock()
+        self.current: OrderedDict[str, Rows] = OrderedDict()
+        self.references: dict[str, Rows] = {}
+        self.file_reference = file_reference
+        self.join = LabelJoin(settings.labels)
+        self.new_events = 0
+        self.last_offset = -1
+        self.replaying = False  # the newest batch re-read history: evaluate nothing yet
+        self.dropped_versions = 0
+
+    def add_inference(self, event: InferenceEvent, offset: int) -> None:
+        version = event.model_version
+        window = self.current.get(version)
+        if window is None:
+            window = self._new_version(version)
+        else:
+            self.current.move_to_end(version)
+        row = row_of(event, offset)
+        window.append(row)
+        reference = self.references.get(version)
+        if reference is not None and len(reference.rows) < self.settings.reference.first_n:
+            reference.append(row)
+        self.new_events += 1
+        self.last_offset = offset
+        early = self.join.on_inference(event.request_id, version, row[TS])
+        if early is not None:
+            self._attach(version, early)
+
+    def add_feedback(self, event: FeedbackEvent) -> None:
+        pending = self.join.on_feedback(event)
+        if pending is not None:
+            self._attach(pending.version, event)
+
+    def _attach(self, version: str, feedback: FeedbackEvent) -> None:
+        label = feedback.label if feedback.label is not None else feedback.reference
+        for rows in (self.current.get(version), self.references.get(version)):
+            if rows is not None:
+                rows.attach(feedback.request_id, label, feedback.rating)
+
+    def _new_version(self, version: str) -> Rows:
+        if len(self.current) >= MAX_VERSIONS:
+            old, _ = self.current.popitem(last=False)
+            self.references.pop(old, None)
+            self.dropped_versions += 1
+        window = self.current[version] = Rows(self.settings.window.size)
+        if self.file_reference is None:
+            # Unbounded deque, but appends stop at first_n: the reference freezes there.
+            self.references[version] = Rows(None)
+        return window
+
+    def age_out(self) -> None:
+        max_age = self.settings.window.max_age
+        if not max_age:
+            return
+        newest = max((w.rows[-1][TS] for w in self.current.values() if w.rows), default=None)
+        if newest is not None:
+            for window in self.current.values():
+                window.evict_older_than(newest - max_age)
+
+    def reference_frame(self, version: str) -> pd.DataFrame | None:
+        """The frozen reference for ``version``; None until it has ``first_n`` events."""
+        if self.file_reference is not None:
+            return self.file_reference
+        rows = self.references.get(version)
+        if rows is None or len(rows.rows) < self.settings.reference.first_n:
+            return None
+        return rows.frame(self.settings.window.features)
+
+    def current_frame(self, version: str) -> pd.DataFrame | None:
+        rows = self.current.get(version)
+        return None if rows is None else rows.frame(self.settings.window.features)
+
+
+def load_reference(path: Path) -> pd.DataFrame:
+    """A reference file: JSONL or Parquet rows with the window's columns."""
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_json(path, lines=True)
+    if frame.empty:
+        raise ValueError(f"reference file {path} has no rows")
+    for column in (*BASE_COLUMNS, "label", "rating"):
+        if column not in frame:
+            frame[column] = None
+    return frame

@@ -1,0 +1,123 @@
+"""Windows: bounded by configuration, references frozen, labels attached, ownership dropped."""
+
+from __future__ import annotations
+
+import random
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from daemon.batch import PartitionBatch
+from daemon.events import FeedbackEvent, InferenceEvent, Output
+from daemon.monitoring_config import LabelJoinConfig, ReferenceConfig, WindowConfig
+from daemon.window_store import WindowStore, register
+from daemon.windows import MonitoringSettings
+
+SETTINGS = MonitoringSettings(WindowConfig(size=100, max_age=0), ReferenceConfig(first_n=50),
+                              LabelJoinConfig())
+
+
+def _inference(i: int, version: str = "1", model: str = "m", ts_s: float | None = None,
+               text: str = "good screen") -> InferenceEvent:
+    return InferenceEvent(request_id=f"r{i}", ts=(ts_s if ts_s is not None else i) * 1000,
+                          model=model, model_version=version, latency_ms=10.0 + i % 7,
+                          input={"text": text, "tier": "gold" if i % 2 else "free"},
+                          output=Output(label="positive", score=0.9))
+
+
+def _store(settings: MonitoringSettings = SETTINGS) -> WindowStore:
+    return WindowStore(lambda name: settings if name == "m" else None, settings, max_models=2)
+
+
+def _apply(store: WindowStore, events: list, partition: int = 0, replay: bool = False) -> None:
+    store.apply(PartitionBatch("t", partition, events, 0, len(events) - 1, replay))
+
+
+def test_window_is_bounded_and_counts_what_it_evicts() -> None:
+    store = _store()
+    _apply(store, [_inference(i) for i in range(1000)])
+    windows = store.get("m")
+    assert windows is not None
+    rows = windows.current["1"]
+    assert len(rows.rows) == 100 and rows.evicted == 900
+    assert [r[1] for r in rows.rows][:2] == ["r900", "r901"]
+
+
+def test_reference_freezes_at_first_n_of_each_version() -> None:
+    store = _store()
+    _apply(store, [_inference(i) for i in range(30)])
+    windows = store.get("m")
+    assert windows is not None and windows.reference_frame("1") is None  # still filling
+    _apply(store, [_inference(i) for i in range(30, 500)])
+    reference = windows.reference_frame("1")
+    assert reference is not None and list(reference["request_id"]) == [f"r{i}" for i in range(50)]
+    _apply(store, [_inference(i, version="2") for i in range(500, 620)])
+    second = windows.reference_frame("2")
+    assert second is not None and second["request_id"].iloc[0] == "r500"
+
+
+def test_time_window_ages_out_old_events() -> None:
+    settings = MonitoringSettings(WindowConfig(size=10_000, max_age=60), ReferenceConfig(),
+                                  LabelJoinConfig())
+    store = _store(settings)
+    _apply(store, [_inference(i, ts_s=float(i)) for i in range(300)])
+    windows = store.get("m")
+    assert windows is not None
+    windows.age_out()
+    frame = windows.current_frame("1")
+    assert frame is not None and frame["ts"].min() >= 299 - 60 and len(frame) == 61
+
+
+def test_labels_join_into_window_and_reference_frames() -> None:
+    store = _store()
+    events: list = [_inference(i) for i in range(60)]
+    early = FeedbackEvent(request_id="r70", ts=60_000, model="m", label="negative")
+    late = [FeedbackEvent(request_id=f"r{i}", ts=(100 + i) * 1000, model="m", label="negative")
+            for i in range(0, 60, 3)]
+    _apply(store, [*events, early, *late, _inference(70)])
+    windows = store.get("m")
+    assert windows is not None
+    frame = windows.current_frame("1")
+    assert frame is not None
+    labelled = frame[frame["label"].notna()]
+    assert set(labelled["request_id"]) == {f"r{i}" for i in range(0, 60, 3)} | {"r70"}
+    reference = windows.reference_frame("1")
+    assert reference is not None and reference["label"].notna().sum() == 17  # r0..r48 by 3
+    assert set(frame.columns) >= {"latency_ms", "status", "input_text", "prediction", "score"}
+
+
+def test_unknown_models_are_capped_and_counted() -> None:
+    store = _store()
+    _apply(store, [_inference(i, model=f"other-{i}") for i in range(5)])
+    assert len(store.models) == 2 and store.untracked == 3
+
+
+def test_release_drops_models_of_revoked_partitions() -> None:
+    store = _store()
+    _apply(store, [_inference(1)], partition=0)
+    _apply(store, [_inference(2, model="x")], partition=1)
+    store.release([("t", 0)])
+    assert store.get("m") is None and store.get("x") is not None
+
+
+def test_replayed_batches_rebuild_windows_but_mark_them_replaying() -> None:
+    store = _store()
+    _apply(store, [_inference(i) for i in range(20)], replay=True)
+    windows = store.get("m")
+    assert windows is not None and windows.replaying and len(windows.current["1"].rows) == 20
+    _apply(store, [_inference(i) for i in range(20, 25)])
+    assert not windows.replaying
+
+
+def test_window_metrics_are_exported() -> None:
+    store = _store()
+    registry = CollectorRegistry()
+    register(store, registry)
+    rng = random.Random(0)
+    _apply(store, [_inference(i) for i in range(300)])
+    feedback = [FeedbackEvent(request_id=f"r{i}", ts=300_000, model="m", label="x")
+                for i in rng.sample(range(300), 40)]
+    _apply(store, feedback)
+    text = generate_latest(registry).decode()
+    assert 'lifeguard_window_events{model="m",version="1"} 100.0' in text
+    assert 'lifeguard_window_evicted_events_total{model="m",version="1"} 200.0' in text
+    assert 'lifeguard_labels_joined_total{model="m"} 40.0' in text
