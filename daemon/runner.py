@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,10 @@ class Runner:
         step_registry: Mapping[str, str] | None = None,
         worker_env: Mapping[str, str] | None = None,
         python: str = sys.executable,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
+        """``owns(model)`` says whether this instance acts for a model (partition ownership
+        when several daemons share one store); default: every model."""
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
         if poll_interval <= 0:
@@ -60,6 +63,7 @@ class Runner:
         self.registry = dict(step_registry or {})
         self._env = dict(worker_env or {})
         self._python = python
+        self._owns = owns or (lambda model: True)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -72,6 +76,8 @@ class Runner:
     def start(self) -> Runner:
         """Resume interrupted runs, then schedule queued ones in a background thread."""
         for run in self.store.list_runs(states=[RunState.RUNNING], limit=10_000):
+            if not self._owns(run.model):
+                continue
             self.store.audit("run.resuming", "runner", run.model, run.id,
                              {"next_step": run.next_step, "n_steps": run.n_steps})
         self._loop = threading.Thread(target=self._schedule_forever, name="lifeguard-runner",
@@ -123,6 +129,8 @@ class Runner:
                 if len(self._active) >= self.max_concurrent:
                     break
                 if run.id in self._active or run.model in busy_models or run.model in paused:
+                    continue
+                if not self._owns(run.model):
                     continue
                 thread = threading.Thread(target=self._execute_safely, args=(run.id,),
                                           name=f"run-{run.id}", daemon=True)

@@ -65,7 +65,9 @@ def record(inputs: StepInputs) -> StepOutcome:
     out.write_text(f"{tag}\n")
     _append(log, f"end {tag} t={time.time():.3f}")
     status = StepStatus.ROLLED_BACK if p.get("rolled_back") else StepStatus.OK
-    return StepOutcome.of({f"out{inputs.step_index}": out}, {"starts": starts}, status)
+    evidence = {"starts": starts, "snapshot": str(inputs.snapshot_path),
+                "champion": str(inputs.champion_path), "params": dict(p)}
+    return StepOutcome.of({f"out{inputs.step_index}": out}, evidence, status)
 
 
 def crash(inputs: StepInputs) -> StepOutcome:

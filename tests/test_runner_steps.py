@@ -198,3 +198,81 @@ def test_worker_runs_in_another_process(store: StateStore, tmp_path: Path) -> No
     _runner(store, tmp_path).execute(run_id)
     pid = int(_log(tmp_path)[0].split("pid=")[1].split()[0])
     assert pid != os.getpid()
+
+
+def test_snapshot_and_champion_are_captured_at_trigger_time(store: StateStore,
+                                                           tmp_path: Path) -> None:
+    from policy_fixtures import quick_pipeline
+
+    from daemon.policy import PolicyEngine
+    from daemon.policy_config import ModelPolicy
+
+    snapshots = iter([tmp_path / "snap-1.jsonl", tmp_path / "snap-2.jsonl"])
+    eng = PolicyEngine(store, {"m": ModelPolicy.model_validate(
+                           {"trigger": {"key": "drift.*"}, "pipeline": "q", "mode": "approve"})},
+                       {"q": quick_pipeline(tmp_path / "steps.log", n_steps=1)},
+                       snapshot_provider=lambda model: next(snapshots),
+                       champion_provider=lambda model: tmp_path / f"{model}-champion")
+    eng.on_evaluation(evaluation("m", 0, BREACH))
+    (run,) = store.list_runs()
+    assert run.snapshot_path == str(tmp_path / "snap-1.jsonl")
+    assert run.evidence["snapshot_path"] == run.snapshot_path
+    # Approved later: the step still gets the snapshot taken when the trigger fired.
+    store.transition(run.id, RunState.QUEUED, "alice", [RunState.PENDING_APPROVAL])
+    _runner(store, tmp_path).execute(run.id)
+    (record,) = store.steps(run.id)
+    assert record.evidence["snapshot"] == str(tmp_path / "snap-1.jsonl")
+    assert record.evidence["champion"] == str(tmp_path / "m-champion")
+
+
+def test_pause_holds_a_run_between_steps(store: StateStore, tmp_path: Path) -> None:
+    log = tmp_path / "steps.log"
+    run_id = queued_run(store, "m", quick_steps(log, n=2, hold="after", hold_s=0.4))
+    runner = _runner(store, tmp_path).start()
+    try:
+        deadline = time.monotonic() + 20
+        while not any(ln.startswith(f"holding {run_id} 0") for ln in _log(tmp_path)):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        store.pause("m", "oncall")
+        while store.get_run(run_id).next_step < 1:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert not any(ln.startswith(f"start {run_id} 1") for ln in _log(tmp_path))
+        store.resume("m", "oncall")
+        _wait_terminal(store, [run_id])
+    finally:
+        runner.stop()
+    assert store.get_run(run_id).state is RunState.SUCCEEDED  # type: ignore[union-attr]
+
+
+def test_graceful_stop_kills_the_worker_and_a_new_runner_resumes(store: StateStore,
+                                                                 tmp_path: Path) -> None:
+    run_id = queued_run(store, "m", quick_steps(tmp_path / "steps.log", n=1, hold="before",
+                                                hold_s=60))
+    runner = _runner(store, tmp_path).start()
+    deadline = time.monotonic() + 20
+    while not any(ln.startswith("holding") for ln in _log(tmp_path)):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    worker = int(next(ln for ln in _log(tmp_path) if ln.startswith("holding")).split("pid=")[1])
+    runner.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)
+    assert store.get_run(run_id).state is RunState.RUNNING  # type: ignore[union-attr]
+    runner = _runner(store, tmp_path).start()
+    try:
+        _wait_terminal(store, [run_id])
+    finally:
+        runner.stop()
+    assert store.get_run(run_id).state is RunState.SUCCEEDED  # type: ignore[union-attr]
+
+
+def test_models_owned_elsewhere_are_left_alone(store: StateStore, tmp_path: Path) -> None:
+    mine = queued_run(store, "mine", quick_steps(tmp_path / "steps.log"), trigger="1")
+    queued_run(store, "theirs", quick_steps(tmp_path / "steps.log"), trigger="2")
+    runner = _runner(store, tmp_path, owns=lambda model: model == "mine")
+    assert runner.schedule() == [mine]
+    _wait_terminal(store, [mine])
+    runner.stop()
