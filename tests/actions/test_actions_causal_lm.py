@@ -1,0 +1,86 @@
+"""The steps on a tiny GPT-2: the objective is the mean NLL of the target tokens, the gate
+compares perplexity on references, and the exported graph scores text as PyTorch does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actions.context import StepContext, StepResult
+from actions.errors import GateFailed
+from actions.steps import run_step
+from deploy.inference import OnnxCausalLM
+
+
+@pytest.fixture(scope="module")
+def lm_tuned(lm_ctx: StepContext) -> StepResult:
+    return run_step("fine_tune", lm_ctx)
+
+
+def test_fine_tune_lowers_the_target_nll(lm_tuned: StepResult) -> None:
+    m = lm_tuned.metrics
+    assert m["task"] == "causal-lm"
+    assert m["loss_after"] < m["loss_before"] - 0.3
+
+
+def test_objective_scores_only_the_target_tokens(lm_dir: Path) -> None:
+    from actions.torch_models import load_torch_model
+    from actions.training import collate
+
+    tm = load_torch_model(lm_dir, "cpu", 2)
+    batch = collate(tm.tokenizer, "causal-lm", [("the battery", " was great"), ("x", " y z")], 48)
+    labels, ids = batch["labels"], batch["input_ids"]
+    for row in range(2):
+        scored = (labels[row] != -100).nonzero().flatten().tolist()
+        prompt = "the battery" if row == 0 else "x"
+        first = 1 + len(tm.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        assert scored[0] == first  # prompt and BOS are context, never targets
+        assert labels[row, scored].tolist() == ids[row, scored].tolist()
+        assert ids[row, scored[-1]] == tm.tokenizer.eos_token_id  # the answer ends
+
+
+def test_gate_compares_perplexity_both_ways(lm_ctx: StepContext, lm_tuned: StepResult) -> None:
+    passed = run_step("evaluate", lm_ctx.with_model(lm_tuned.model_dir)).metrics
+    assert passed["passed"] and passed["metric"] == "perplexity"
+    assert passed["candidate"] < passed["champion"]
+    worse = StepContext(**{**lm_ctx.__dict__, "champion_dir": lm_tuned.model_dir})
+    with pytest.raises(GateFailed) as info:
+        run_step("evaluate", worse)
+    assert info.value.evidence["candidate"] > info.value.evidence["champion"]
+
+
+@pytest.mark.slow
+def test_exported_lm_scores_and_generates_like_pytorch(lm_ctx: StepContext,
+                                                       lm_tuned: StepResult) -> None:
+    from actions.torch_models import load_torch_model
+
+    exported = run_step("export_onnx", lm_ctx.with_model(lm_tuned.model_dir))
+    assert exported.metrics["max_abs_diff"] <= 1e-3
+    onnx_lm = OnnxCausalLM.from_dir(exported.artifact_dir, device="cpu", threads=2)
+    torch_lm = load_torch_model(lm_tuned.model_dir, "cpu", 2)
+    texts, prompts = [" pasta was bland", " great coffee today"], ["the", "my"]
+    np.testing.assert_allclose(onnx_lm.nll(texts, prompts), torch_lm.nll(texts, prompts),
+                               rtol=1e-4)
+    out = onnx_lm.generate(["the pasta", "my"], max_new_tokens=5)
+    assert len(out) == 2 and all(isinstance(t, str) and t for t in out)
+    # greedy generation is the argmax chain of the PyTorch model too
+    ids = torch_lm.tokenizer("the pasta", add_special_tokens=False)["input_ids"]
+    import torch
+
+    row = [torch_lm.tokenizer.eos_token_id, *ids]
+    for _ in range(5):
+        logits = torch_lm.logits_from_ids(torch.tensor([row]), torch.ones(1, len(row),
+                                                                          dtype=torch.long))
+        token = int(logits[0, -1].argmax())
+        if token == torch_lm.tokenizer.eos_token_id:
+            break
+        row.append(token)
+    assert out[0] == torch_lm.tokenizer.decode(row[1 + len(ids):], skip_special_tokens=True)
+
+    quantized = run_step("quantize", lm_ctx.with_model(exported.model_dir)).metrics
+    if quantized["fallback"]:
+        assert quantized["loss"] > quantized["allowed"] and quantized["precision"] == "fp32"
+    else:
+        assert quantized["loss"] <= quantized["allowed"] and quantized["precision"] == "int8"
