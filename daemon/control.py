@@ -1,0 +1,66 @@
+"""The acting half of the daemon in one bundle: policy engine, runner and control-API router
+over one state store, built from the root config. The supervisor starts and stops it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from daemon.api import create_router
+from daemon.evaluation import Evaluation
+from daemon.policy import PathProvider, PolicyEngine, TriggerDecision
+from daemon.runner import Runner
+from daemon.store import StateStore
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from daemon.config import DaemonConfig
+
+
+class ControlPlane:
+    """Evaluations and alerts in, durable runs out, readable and steerable over HTTP.
+
+    ``on_evaluation`` is the evaluator's callback: it stores the evaluation (once; a replay is
+    ignored) and decides. Do not also call ``store.add_evaluation`` for the same evaluation,
+    or the policy will see it as a replay.
+    """
+
+    def __init__(
+        self,
+        config: DaemonConfig,
+        store: StateStore,
+        snapshot_provider: PathProvider | None = None,
+        champion_provider: PathProvider | None = None,
+        deployed_version: Callable[[str], str | None] | None = None,
+        owns: Callable[[str], bool] | None = None,
+        step_registry: Mapping[str, str] | None = None,
+        worker_env: Mapping[str, str] | None = None,
+    ) -> None:
+        settings = config.policy_settings()
+        self.store = store
+        self.engine = PolicyEngine(store, settings.models, settings.pipelines,
+                                   snapshot_provider, champion_provider)
+        work_root = (Path(settings.runner.work_dir) if settings.runner.work_dir
+                     else Path(config.state.path).parent / "runs")
+        self.runner = Runner(store, work_root, settings.runner.max_concurrent_runs,
+                             settings.runner.poll_interval, step_registry, worker_env,
+                             owns=owns)
+        self.router: APIRouter = create_router(
+            store, self.engine, config.api.resolved_token(), settings.alerts,
+            on_change=self.runner.wake, deployed_version=deployed_version,
+        )
+
+    def on_evaluation(self, evaluation: Evaluation) -> TriggerDecision:
+        decision = self.engine.on_evaluation(evaluation)
+        if decision.fire:
+            self.runner.wake()
+        return decision
+
+    def start(self) -> ControlPlane:
+        self.runner.start()
+        return self
+
+    def stop(self) -> None:
+        self.runner.stop()
