@@ -59,7 +59,7 @@ def build_bench_models(root: Path) -> tuple[Path, Path]:
                         num_attention_heads=4, intermediate_size=1024, max_position_embeddings=64,
                         type_vocab_size=1, num_labels=2, id2label={0: "negative", 1: "positive"},
                         label2id={"negative": 0, "positive": 1},
-                        pad_token_id=tokenizer.pad_token_id)
+                        pad_token_id=tokenizer.pad_token_id)  # type: ignore[call-arg]
     torch_dir = root / "bench.torch"
     BertForSequenceClassification(config).eval().save_pretrained(torch_dir)
     tokenizer.model_max_length = 64

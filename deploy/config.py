@@ -16,27 +16,36 @@ class _Strict(BaseModel):
 class CanaryConfig(_Strict):
     """How many replicas take the canary and what the judge needs before it may promote."""
 
-    replicas: int = Field(1, ge=1, description="k: replicas that serve the canary first")
-    min_events: int = Field(200, ge=1, description="canary events the judge must have seen")
-    max_error_rate: float = Field(0.01, ge=0, le=1, description="errors per request, at most")
-    latency_slo_ms: float = Field(250.0, gt=0, description="canary p95 latency, at most")
-    max_latency_ratio: float = Field(2.0, gt=1, description="canary p95 / stable p95, at most")
-    max_accuracy_drop: float = Field(0.05, ge=0, le=1,
+    replicas: int = Field(default=1, ge=1,
+                          description="k: replicas that serve the canary first")
+    min_events: int = Field(default=200, ge=1,
+                            description="canary events the judge must have seen")
+    max_error_rate: float = Field(default=0.01, ge=0, le=1,
+                                  description="errors per request, at most")
+    latency_slo_ms: float = Field(default=250.0, gt=0,
+                                  description="canary p95 latency, at most")
+    max_latency_ratio: float = Field(default=2.0, gt=1,
+                                     description="canary p95 / stable p95, at most")
+    max_accuracy_drop: float = Field(default=0.05, ge=0, le=1,
                                      description="stable accuracy minus canary accuracy, at most")
-    min_labelled: int = Field(50, ge=0, description="joined labels needed to judge accuracy")
-    poll_interval_s: float = Field(1.0, gt=0, description="seconds between two verdicts")
-    timeout_s: float = Field(600.0, gt=0,
+    min_labelled: int = Field(default=50, ge=0,
+                              description="joined labels needed to judge accuracy")
+    poll_interval_s: float = Field(default=1.0, gt=0,
+                                   description="seconds between two verdicts")
+    timeout_s: float = Field(default=600.0, gt=0,
                              description="no conclusive verdict by then: roll back")
 
 
 class RolloutConfig(_Strict):
     strategy: Literal["rolling", "canary"] = "canary"
     canary: CanaryConfig = CanaryConfig()
-    request_timeout_s: float = Field(10.0, gt=0, description="one HTTP call to a replica")
-    load_timeout_s: float = Field(120.0, gt=0, description="a replica loading a version")
-    replica_timeout_s: float = Field(30.0, gt=0,
+    request_timeout_s: float = Field(default=10.0, gt=0,
+                                     description="one HTTP call to a replica")
+    load_timeout_s: float = Field(default=120.0, gt=0,
+                                  description="a replica loading a version")
+    replica_timeout_s: float = Field(default=30.0, gt=0,
                                      description="an unreachable replica is skipped after this")
-    smoke_text: str = Field("lifeguard smoke test", min_length=1,
+    smoke_text: str = Field(default="lifeguard smoke test", min_length=1,
                             description="input of the inference run after each load")
 
 

@@ -35,16 +35,16 @@ class ReplicaSettings(BaseModel):
     repository: Path
     models: list[str] = Field(default_factory=list, description="NAME or NAME:VERSION")
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    port: int = Field(default=8000, ge=0, le=65535)
     name: str | None = None
     kafka: str | None = None
     topic: str = "inference"
-    sample_rate: float = Field(1.0, ge=0, le=1)
+    sample_rate: float = Field(default=1.0, ge=0, le=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = Field(1, ge=1)
-    workers: int = Field(1, ge=1)
-    max_batch: int = Field(16, ge=1)
-    batch_wait_ms: float = Field(0.0, ge=0)
+    threads: int = Field(default=1, ge=1)
+    workers: int = Field(default=1, ge=1)
+    max_batch: int = Field(default=16, ge=1)
+    batch_wait_ms: float = Field(default=0.0, ge=0)
 
     @property
     def replica_name(self) -> str:
@@ -61,7 +61,7 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
                          settings.max_batch, settings.batch_wait_ms / 1000)
     emitter = EventEmitter(settings.kafka, settings.topic, settings.sample_rate)
     startup_models = [_parse_model_spec(spec) for spec in settings.models]
-    state = {"ready": not startup_models, "startup_error": None}
+    state: dict[str, object] = {"ready": not startup_models, "startup_error": None}
 
     async def load_startup_models() -> None:
         try:

@@ -118,7 +118,8 @@ class RolloutStore:
         return None if row is None else _record(row)
 
     def latest(self, model: str, to_version: int | None = None) -> RolloutRecord | None:
-        query, args = "SELECT * FROM rollouts WHERE model = ?", [model]
+        query = "SELECT * FROM rollouts WHERE model = ?"
+        args: list[object] = [model]
         if to_version is not None:
             query += " AND to_version = ?"
             args.append(to_version)

@@ -10,12 +10,14 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from deploy.batching import MicroBatcher
 from deploy.repository import ModelRepository, parse_version, validate_model_name
+
+Device = Literal["auto", "cpu", "cuda"]
 
 
 class ServingError(Exception):
@@ -54,7 +56,7 @@ class _Item:
 class ModelServer:
     """Loads, swaps and runs models; all model calls run on worker threads (ORT frees the GIL)."""
 
-    def __init__(self, repository: ModelRepository, device: str = "auto", threads: int = 1,
+    def __init__(self, repository: ModelRepository, device: Device = "auto", threads: int = 1,
                  workers: int = 1, max_batch: int = 16, max_wait_s: float = 0.0) -> None:
         if threads < 1 or workers < 1 or max_batch < 1 or max_wait_s < 0:
             raise ValueError("threads, workers and max_batch must be >= 1; max_wait_s >= 0")

@@ -52,8 +52,8 @@ def replica(
     InferenceEvent per request to Kafka."""
     from deploy.replica import ReplicaSettings, serve
 
-    settings = ReplicaSettings(
+    settings = ReplicaSettings.model_validate(dict(
         repository=repository, models=model or [], host=host, port=port, name=name,
         kafka=kafka, topic=topic, sample_rate=sample_rate, device=device, threads=threads,
-        workers=workers, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
+        workers=workers, max_batch=max_batch, batch_wait_ms=batch_wait_ms))
     serve(settings)

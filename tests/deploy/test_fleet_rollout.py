@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -41,7 +42,7 @@ CANARY = CanaryConfig(replicas=1, min_events=60, min_labelled=30, max_error_rate
                       poll_interval_s=0.3, timeout_s=60)
 
 
-def rollout_config(strategy: str) -> RolloutConfig:
+def rollout_config(strategy: Literal["rolling", "canary"]) -> RolloutConfig:
     return RolloutConfig(strategy=strategy, canary=CANARY, request_timeout_s=5,
                          load_timeout_s=60, replica_timeout_s=4)
 
@@ -64,7 +65,7 @@ class Fleet:
     def urls(self) -> list[str]:
         return [r.url for r in self.replicas]
 
-    def config(self, strategy: str) -> FleetConfig:
+    def config(self, strategy: Literal["rolling", "canary"]) -> FleetConfig:
         return FleetConfig(replicas=self.urls, repository=self.repository.root,
                            rollout=rollout_config(strategy))
 
@@ -76,8 +77,8 @@ class Fleet:
         for replica in self.replicas:
             replica.wait_ready()
         fleet = FleetClient(self.urls)
-        for replica in fleet.replicas:
-            replica.load(MODEL, triton_config(MODEL, "sequence-classification", self.stable))
+        for client in fleet.replicas:
+            client.load(MODEL, triton_config(MODEL, "sequence-classification", self.stable))
         fleet.close()
         assert set(served_versions(self.urls).values()) == {self.stable}
 

@@ -7,6 +7,7 @@ import asyncio
 import random
 import sqlite3
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def test_micro_batcher_batches_concurrent_requests() -> None:
     calls: list[int] = []
     lock = threading.Lock()
 
-    def run(items: list[int]) -> list[int]:
+    def run(items: Sequence[int]) -> list[int]:
         with lock:
             calls.append(len(items))
         threading.Event().wait(0.01)  # a model call that takes a moment
@@ -142,10 +143,10 @@ def test_micro_batcher_batches_concurrent_requests() -> None:
 
 
 def test_micro_batcher_fails_only_its_batch() -> None:
-    def run(items: list[int]) -> list[int]:
+    def run(items: Sequence[int]) -> list[int]:
         if 3 in items:
             raise RuntimeError("bad input")
-        return items
+        return list(items)
 
     async def main() -> tuple[object, int]:
         with ThreadPoolExecutor(1) as pool:
