@@ -173,6 +173,9 @@ class PolicyEngine:
         self._snapshot = snapshot_provider
         self._champion = champion_provider
         self._lock = threading.Lock()  # gates + create must not interleave across threads
+        # Last suppression cause per model: a breach held through an hour-long run would
+        # otherwise write the same "run X is still active" line on every evaluation.
+        self._suppressed: dict[str, str] = {}
 
     def history(self, model: str, now: float) -> RunHistory:
         active = self.store.list_runs(model=model, states=ACTIVE, limit=1)
@@ -223,14 +226,20 @@ class PolicyEngine:
 
     def _act(self, decision: TriggerDecision) -> TriggerDecision:
         if decision.run_id is None:  # the trigger did not hold: nothing worth an audit line
+            self._suppressed.pop(decision.model, None)
             return decision
         if self.store.get_run(decision.run_id) is not None:
             return replace(decision, fire=False, reason="run for this trigger already exists")
         if not decision.fire:
-            self.store.audit("trigger.suppressed", "policy", decision.model, decision.run_id,
-                             {"reason": decision.reason, "source": decision.source,
-                              **decision.evidence})
+            cause = decision.reason.split(":")[0].split(" (")[0]
+            if self._suppressed.get(decision.model) != cause:
+                self._suppressed[decision.model] = cause
+                self.store.audit("trigger.suppressed", "policy", decision.model,
+                                 decision.run_id, {"reason": decision.reason,
+                                                   "source": decision.source,
+                                                   **decision.evidence})
             return decision
+        self._suppressed.pop(decision.model, None)
         assert decision.pipeline is not None and decision.mode is not None
         pipeline = self.pipelines[decision.pipeline]
         steps = tuple({**s.model_dump(mode="json"), "backoff": pipeline.backoff,

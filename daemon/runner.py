@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from actions.step_api import content_sha256
 from daemon.runs import ActionRun, RunState, StepRecord
 from daemon.store import StateStore
 
@@ -177,6 +178,9 @@ class Runner:
         """Run step ``run.next_step`` with retries; True when the run should go on."""
         index = run.next_step
         step = run.steps[index]
+        recovered = self._finished_before(run, index)
+        if recovered is not None:  # the worker finished, the daemon died before recording it
+            return self._record(run, index, recovered, attempt=0)
         max_attempts = int(step.get("max_attempts", 1))
         for attempt in range(1, max_attempts + 1):
             outcome = self._attempt(run, index, attempt)
@@ -184,16 +188,7 @@ class Runner:
             if outcome.kind == "stopped":
                 return False
             if outcome.kind == "ok":
-                record = StepRecord(index=index, name=step["name"], status=result["status"],
-                                    artifacts=result["artifacts"], evidence=result["evidence"],
-                                    attempts=attempt)
-                self.store.complete_step(run.id, record)
-                if result["status"] == RunState.ROLLED_BACK.value:
-                    self.store.transition(run.id, RunState.ROLLED_BACK, "runner",
-                                          [RunState.RUNNING], {"step": step["name"],
-                                                               **result["evidence"]})
-                    return False
-                return True
+                return self._record(run, index, result, attempt)
             error = f"step {index} ({step['name']}) {outcome.kind}: {result.get('message', '')}"
             evidence = {"step": step["name"], "attempt": attempt, "kind": outcome.kind,
                         "error_type": result.get("type"), **result.get("evidence", {})}
@@ -211,6 +206,38 @@ class Runner:
                                   evidence, error=error)
             return False
         return False
+
+    def _record(self, run: ActionRun, index: int, result: dict[str, Any], attempt: int) -> bool:
+        """Record a finished step (one transaction); True when the run should go on."""
+        step = run.steps[index]
+        evidence = dict(result["evidence"])
+        if attempt == 0:
+            evidence["recovered_result"] = True
+        record = StepRecord(index=index, name=step["name"], status=result["status"],
+                            artifacts=result["artifacts"], evidence=evidence,
+                            attempts=max(attempt, 1))
+        self.store.complete_step(run.id, record)
+        if result["status"] == RunState.ROLLED_BACK.value:
+            self.store.transition(run.id, RunState.ROLLED_BACK, "runner", [RunState.RUNNING],
+                                  {"step": step["name"], **result["evidence"]})
+            return False
+        return True
+
+    def _finished_before(self, run: ActionRun, index: int) -> dict[str, Any] | None:
+        """A successful result a worker wrote before the daemon died, if its artifacts still
+        match their sums: recording it saves re-running (say) an hour of fine-tuning."""
+        work_dir = self.work_root / run.id
+        for path in sorted(work_dir.glob(f".step-{index:02d}-attempt-*.result.json")):
+            try:
+                result = json.loads(path.read_text())
+                if result.get("ok") and all(
+                    content_sha256(Path(a["path"])) == a["sha256"]
+                    for a in result["artifacts"].values()
+                ):
+                    return result
+            except (OSError, ValueError, KeyError):
+                continue  # unreadable or artifacts gone: run the step again
+        return None
 
     def _inputs(self, run: ActionRun, index: int, attempt: int) -> tuple[dict, dict]:
         artifacts: dict[str, str] = {}

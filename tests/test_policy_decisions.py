@@ -162,3 +162,15 @@ def test_evaluations_of_models_without_policy_are_stored_not_acted_on(
     assert not decision.fire and decision.reason == "no policy"
     assert store.list_evaluations(model="other")[0].breached
     assert store.list_runs() == []
+
+
+def test_a_long_suppression_is_audited_once_per_cause(store: StateStore, tmp_path: Path) -> None:
+    eng = engine(store, tmp_path / "log", hold=1, mode="auto")
+    assert eng.on_evaluation(evaluation("m", 0, BREACH)).fire
+    for i in range(1, 6):  # the breach goes on while the run is active
+        assert "still active" in eng.on_evaluation(evaluation("m", i, BREACH)).reason
+    suppressed = [a for a in store.list_audit() if a.action == "trigger.suppressed"]
+    assert len(suppressed) == 1
+    eng.on_evaluation(evaluation("m", 6, CALM))  # the breach clears, then comes back
+    eng.on_evaluation(evaluation("m", 7, BREACH))
+    assert sum(a.action == "trigger.suppressed" for a in store.list_audit()) == 2

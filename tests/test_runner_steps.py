@@ -3,6 +3,7 @@ crashes, timeouts, rollbacks, artifact checks, limits, pauses; approve and dry-r
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -276,3 +277,40 @@ def test_models_owned_elsewhere_are_left_alone(store: StateStore, tmp_path: Path
     assert runner.schedule() == [mine]
     _wait_terminal(store, [mine])
     runner.stop()
+
+
+def test_a_result_written_before_the_daemon_died_is_recorded_not_rerun(
+    store: StateStore, tmp_path: Path,
+) -> None:
+    run_id = queued_run(store, "m", quick_steps(tmp_path / "steps.log", n=2))
+    store.transition(run_id, RunState.RUNNING, "runner", [RunState.QUEUED])
+    from actions.step_api import content_sha256
+
+    # What a worker leaves when it finished step 0 just before a kill -9 of the daemon.
+    work = tmp_path / "runs" / run_id
+    (work / "00-s0").mkdir(parents=True)
+    out = work / "00-s0" / "out.txt"
+    out.write_text("done\n")
+    result = {"ok": True, "status": "ok", "evidence": {"loss": 0.1},
+              "artifacts": {"out0": {"path": str(out), "sha256": content_sha256(out)}}}
+    (work / ".step-00-attempt-1.result.json").write_text(json.dumps(result))
+    _runner(store, tmp_path).execute(run_id)
+    assert store.get_run(run_id).state is RunState.SUCCEEDED  # type: ignore[union-attr]
+    first = store.steps(run_id)[0]
+    assert first.evidence == {"loss": 0.1, "recovered_result": True}
+    assert [ln.split()[2] for ln in _log(tmp_path) if ln.startswith("start")] == ["1"]
+
+
+def test_a_result_whose_artifact_changed_is_not_trusted(store: StateStore,
+                                                         tmp_path: Path) -> None:
+    run_id = queued_run(store, "m", quick_steps(tmp_path / "steps.log", n=1))
+    store.transition(run_id, RunState.RUNNING, "runner", [RunState.QUEUED])
+    work = tmp_path / "runs" / run_id
+    work.mkdir(parents=True)
+    result = {"ok": True, "status": "ok", "evidence": {},
+              "artifacts": {"out0": {"path": str(tmp_path / "gone.txt"), "sha256": "0" * 64}}}
+    (work / ".step-00-attempt-1.result.json").write_text(json.dumps(result))
+    _runner(store, tmp_path).execute(run_id)
+    assert store.get_run(run_id).state is RunState.SUCCEEDED  # type: ignore[union-attr]
+    assert "recovered_result" not in store.steps(run_id)[0].evidence
+    assert len([ln for ln in _log(tmp_path) if ln.startswith("start")]) == 1
