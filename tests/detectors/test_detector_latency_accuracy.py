@@ -8,10 +8,10 @@ from detector_synth import Traffic
 
 from detectors.accuracy import AccuracyDetector, macro_f1
 from detectors.latency import LatencyDetector
-from detectors.result import Verdict
+from detectors.result import DetectorResult, Verdict
 
 
-def _by_metric(results):
+def _by_metric(results: tuple[DetectorResult, ...]) -> dict[tuple, DetectorResult]:
     return {(r.metric, r.segment): r for r in results}
 
 
