@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lifeguard-installed
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean ops-tools
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,18 @@ demo: install
 lint: install
 	$(PY) -m ruff check .
 
-test: install lint
+# promtool and amtool for the ops/ tests (Debian's prometheus, prometheus-alertmanager). Only
+# the binaries are wanted: where systemd runs, the packaged services are stopped and disabled
+# again (the tests start their own prometheus on a free loopback port).
+ops-tools:
+	@command -v promtool >/dev/null && command -v amtool >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends \
+	    prometheus prometheus-alertmanager >/dev/null && \
+	  { [ ! -d /run/systemd/system ] || systemctl disable --now -q \
+	    prometheus prometheus-alertmanager 2>/dev/null || true; }; }
+
+test: install lint ops-tools
 	HF_HUB_OFFLINE=1 DO_NOT_TRACK=1 $(PY) -m pytest
 
 bench: install
