@@ -274,7 +274,8 @@ class Runner:
             if p
         )
         timeout = float(step.get("timeout", 3600.0))
-        with open(stem.with_suffix(".log"), "ab") as logf:
+        log_path = stem.with_suffix(".log")
+        with open(log_path, "ab") as logf:
             proc = subprocess.Popen(
                 [self._python, "-m", "daemon.worker", str(spec_path)],
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
@@ -287,14 +288,29 @@ class Runner:
                     return _Attempt("stopped", {})
                 if time.monotonic() > deadline:
                     _kill(proc)
-                    return _Attempt("timeout", {"message": f"exceeded {timeout:.0f}s timeout"})
+                    return _Attempt("timeout", _with_log(
+                        {"message": f"exceeded {timeout:.0f}s timeout"}, log_path))
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=0.05)
         if not result_path.exists():
-            return _Attempt("crashed", {"message": f"worker exited {proc.returncode} "
-                                                   "without a result"})
+            return _Attempt("crashed", _with_log(
+                {"message": f"worker exited {proc.returncode} without a result"}, log_path))
         result = json.loads(result_path.read_text())
-        return _Attempt("ok" if result["ok"] else result["kind"], result)
+        if result["ok"]:
+            return _Attempt("ok", result)
+        return _Attempt(result["kind"], _with_log(result, log_path))
+
+
+def _with_log(result: dict[str, Any], log_path: Path, tail_bytes: int = 2000) -> dict[str, Any]:
+    """Point the audit at the worker's log, with its tail (the OOM or traceback at 3 a.m.)."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(0, log_path.stat().st_size - tail_bytes))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        tail = ""
+    evidence = {**result.get("evidence", {}), "log": str(log_path), "log_tail": tail}
+    return {**result, "evidence": evidence}
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

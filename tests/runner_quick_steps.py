@@ -72,6 +72,7 @@ def record(inputs: StepInputs) -> StepOutcome:
 
 def crash(inputs: StepInputs) -> StepOutcome:
     """Die without a result, as an OOM-killed worker would."""
+    print("CUDA out of memory (simulated)", flush=True)
     os._exit(3)
 
 

@@ -77,6 +77,9 @@ def test_worker_crash_is_retried_up_to_max_attempts(store: StateStore, tmp_path:
     run = store.get_run(run_id)
     assert run is not None and run.state is RunState.FAILED
     assert "crashed" in (run.error or "") and "exited 3" in (run.error or "")
+    last = store.transitions(run_id)[-1].evidence
+    assert "CUDA out of memory (simulated)" in last["log_tail"]
+    assert Path(last["log"]).name == ".step-00-attempt-2.log"
     assert sum(a.action == "run.step_retry" for a in store.list_audit(run_id=run_id)) == 1
 
 
