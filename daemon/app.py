@@ -17,7 +17,7 @@ from types import FrameType
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from daemon.batch import EventSink, PartitionBatch, TopicPartitionId
-from daemon.broker import LocalBroker, ensure_topics
+from daemon.broker import LocalBroker, ensure_topics, free_port
 from daemon.config import EMBEDDED, DaemonConfig
 from daemon.evaluation import Evaluation
 from daemon.http import ApiServer, create_app
@@ -25,6 +25,7 @@ from daemon.ingest import Ingestor
 from daemon.metrics import IngestMetrics, MetricsSink
 from daemon.monitoring import EvaluatorNudge, build_monitoring
 from daemon.store import StateStore
+from daemon.wiring import build_control
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ class Daemon:
         self.monitoring = build_monitoring(config, self.registry, [self._on_evaluation])
         self.sink = FanoutSink([MetricsSink(self.metrics), self.monitoring.windows,
                                 EvaluatorNudge(self.monitoring.evaluator)])
+        # The port is fixed before anything starts: workers are told the API's URL.
+        self.api_port = config.api.port or free_port()
+        self.control, self.routers = build_control(
+            config, self.store, self.monitoring.windows,
+            f"http://{_reachable(config.api.host)}:{self.api_port}", self.owns)
         self.broker: LocalBroker | None = None
         self.ingestor: Ingestor | None = None
         self.http: ApiServer | None = None
@@ -64,7 +70,17 @@ class Daemon:
         self._signals = 0
 
     def _on_evaluation(self, evaluation: Evaluation) -> None:
-        self.store.add_evaluation(evaluation)
+        self.control.on_evaluation(evaluation)
+
+    def owns(self, model: str) -> bool:
+        """Whether this instance acts for ``model``: it owns the model's partition."""
+        if self.ingestor is None or not self.ingestor.joined:
+            return False
+        windows = self.monitoring.windows.get(model)
+        if windows is not None:
+            return windows.partition in self.ingestor.assignment
+        # No traffic seen yet (e.g. right after a restart): one instance alone owns all.
+        return len(self.ingestor.assignment) > 0
 
     # -- probes -----------------------------------------------------------------------------
 
@@ -109,10 +125,12 @@ class Daemon:
             ensure_topics(bootstrap[0], topics)
         self.ingestor = Ingestor(kafka, bootstrap, self.sink, self.metrics)
         api = self.config.api
-        self.http = ApiServer(create_app(self.registry, self.healthy, self.ready),
-                              api.host, api.port).start()
+        self.http = ApiServer(create_app(self.registry, self.healthy, self.ready,
+                                         self.routers),
+                              api.host, self.api_port).start()
         self.ingestor.start()
         self.monitoring.start()
+        self.control.start()
         log.info("lifeguard up: consuming %s, HTTP on %s", ", ".join(kafka.topics), self.http.url)
 
     def request_stop(self) -> None:
@@ -120,6 +138,7 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+        self.control.stop()
         if self.ingestor is not None:
             self.ingestor.stop()
         self.monitoring.stop()
@@ -151,3 +170,8 @@ class Daemon:
         log.info("%s received: finishing the batch in flight, then exiting",
                  signal.Signals(signum).name)
         self._stop.set()
+
+
+def _reachable(host: str) -> str:
+    """An address workers can dial for a server bound to ``host``."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host

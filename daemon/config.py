@@ -36,6 +36,7 @@ from daemon.policy_config import (
     RunnerConfig,
     check_pipeline_refs,
 )
+from deploy.config import FleetConfig
 from detectors.config import SuiteConfig
 
 EMBEDDED = "embedded"
@@ -107,6 +108,9 @@ class ModelConfig(Strict):
     labels: LabelJoinConfig = LabelJoinConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     detectors: SuiteConfig = Field(SuiteConfig(), description="Detector thresholds and methods.")
+    base_model: Path | None = Field(
+        None, description="The serving model's training checkpoint (save_pretrained layout): "
+        "what the first retrain starts from and the gate's first champion.")
     embedding_model: Path | None = Field(
         None, description="Sentence encoder directory for embedding drift; default: the "
         "packaged all-MiniLM-L6-v2.")
@@ -129,6 +133,8 @@ class DaemonConfig(Strict):
         default_factory=dict, description="Named pipelines: ordered steps with params."
     )
     runner: RunnerConfig = RunnerConfig()
+    fleet: FleetConfig | None = Field(
+        None, description="The serving fleet the deploy step rolls out to; none = no deploys.")
     alerts: AlertsConfig = AlertsConfig()
 
     @model_validator(mode="after")

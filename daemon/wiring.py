@@ -1,0 +1,93 @@
+"""Wires the acting half into the daemon: the ControlPlane with the real step registry, the
+snapshot and champion providers, the worker environment, and the canary-analysis router.
+
+Workers learn where things are from their environment (see actions.pipeline), so torch loads
+only in those workers, never in the daemon's process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from daemon.config import DaemonConfig
+from daemon.control import ControlPlane
+from daemon.runs import RunState
+from daemon.snapshots import SnapshotWriter
+from daemon.store import StateStore
+from daemon.window_store import WindowStore
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+# Registered names of the steps a pipeline may list; the worker imports them by path.
+STEP_REFS = {name: f"actions.pipeline:{name}" for name in
+             ("fine_tune", "evaluate", "export_onnx", "quantize", "prune", "deploy")}
+
+
+def usable_cores() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+class Champions:
+    """Which training checkpoint is in production: the fine-tuned candidate of the newest run
+    that succeeded (its rollout promoted), else the configured base model."""
+
+    def __init__(self, store: StateStore, config: DaemonConfig) -> None:
+        self.store = store
+        self.base = {m.name: m.base_model for m in config.models}
+
+    def __call__(self, model: str) -> Path | None:
+        for run in self.store.list_runs(model=model, states=[RunState.SUCCEEDED], limit=20):
+            for step in self.store.steps(run.id):
+                if step.name == "fine_tune" and "model" in step.artifacts:
+                    return Path(step.artifacts["model"]["path"])
+        return self.base.get(model)
+
+
+def worker_environment(config: DaemonConfig, api_url: str) -> dict[str, str]:
+    artifacts = Path(config.state.artifacts_dir)
+    env = {
+        "LIFEGUARD_ARTIFACTS": str((artifacts / "cache").resolve()),
+        "LIFEGUARD_STATE": str(Path(config.state.path).resolve()),
+        "LIFEGUARD_THREADS": str(min(2, usable_cores())),
+        "LIFEGUARD_URL": api_url,
+        "HF_HUB_OFFLINE": "1",
+        "DO_NOT_TRACK": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    if config.fleet is not None:
+        env["LIFEGUARD_FLEET"] = config.fleet.model_dump_json()
+    token = config.api.resolved_token()
+    if token:
+        env["LIFEGUARD_TOKEN"] = token
+    return env
+
+
+def build_control(config: DaemonConfig, store: StateStore, windows: WindowStore,
+                  api_url: str, owns: Callable[[str], bool]
+                  ) -> tuple[ControlPlane, list[APIRouter]]:
+    from daemon.canary import WindowJudge
+    from deploy.analysis import canary_analysis_router
+    from deploy.config import CanaryConfig
+    from deploy.rollout_store import RolloutStore
+
+    rollouts = RolloutStore(config.state.path)
+
+    def deployed(model: str) -> str | None:
+        record = rollouts.latest(model)
+        if record is None:
+            return None
+        version = record.to_version if record.phase == "promoted" else record.from_version
+        return None if version is None else str(version)
+
+    control = ControlPlane(
+        config, store,
+        snapshot_provider=SnapshotWriter(windows, Path(config.state.artifacts_dir) / "snapshots"),
+        champion_provider=Champions(store, config), deployed_version=deployed, owns=owns,
+        step_registry=STEP_REFS, worker_env=worker_environment(config, api_url))
+    canary = config.fleet.rollout.canary if config.fleet is not None else CanaryConfig()
+    routers = [control.router, canary_analysis_router(WindowJudge(windows, canary), rollouts)]
+    return control, routers
