@@ -50,6 +50,7 @@ class DirectConfig(BaseModel):
     kafka: str = Field(min_length=1, description="bootstrap servers HOST:PORT[,HOST:PORT]")
     topic: str = Field("inference", min_length=1)
     model: SyntheticModel = Field(default_factory=SyntheticModel)
+    connect_timeout_s: float = Field(10.0, gt=0, description="give up on the broker after")
 
 
 class ReplicaConfig(BaseModel):
@@ -64,6 +65,7 @@ class ReplicaConfig(BaseModel):
     topic: str = Field("inference", min_length=1, description="where feedback goes")
     concurrency: int = Field(32, ge=1, description="requests in flight at most")
     timeout_s: float = Field(10.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0, description="give up on the broker after")
 
 
 DriverConfig = DirectConfig | ReplicaConfig
@@ -94,11 +96,12 @@ class Driver(Protocol):
     async def close(self) -> None: ...
 
 
-def make_producer(bootstrap: str) -> KafkaProducer:
+def make_producer(bootstrap: str, connect_timeout_s: float = 10.0) -> KafkaProducer:
     from kafka import KafkaProducer
 
-    return KafkaProducer(bootstrap_servers=bootstrap.split(","), linger_ms=5,
-                         acks=1, retries=5, max_block_ms=10_000)
+    return KafkaProducer(bootstrap_servers=bootstrap.split(","), linger_ms=5, acks=1,
+                         retries=5, max_block_ms=10_000,
+                         bootstrap_timeout_ms=int(connect_timeout_s * 1000))
 
 
 class DirectDriver:

@@ -157,7 +157,7 @@ class Simulator:
         cfg = self.driver_config
         producer: KafkaProducer | None = None
         if cfg.kafka:
-            producer = await asyncio.to_thread(make_producer, cfg.kafka)
+            producer = await asyncio.to_thread(make_producer, cfg.kafka, cfg.connect_timeout_s)
         feedback = (KafkaFeedback(producer, cfg.topic, self.config.model, self.stats)
                     if producer is not None else None)
         driver: Driver
