@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import numpy as np
 
 from deploy.errors import ReplicaRejectedError, ReplicaUnavailableError
 from deploy.repository import validate_model_name
@@ -23,6 +24,14 @@ class Observation:
     ready: bool
     version: int | None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class TensorInference:
+    """A tensor inference (Triton's path): the version that answered, outputs by name."""
+
+    model_version: str
+    outputs: dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,17 @@ class ReplicaClient:
         return TextInference(model_version=str(answer.get("model_version")),
                              request_id=answer.get("id"),
                              outputs={o["name"]: list(o["data"]) for o in answer["outputs"]})
+
+    def infer_tensors(self, model: str, inputs: dict[str, np.ndarray],
+                      version: int | None = None) -> TensorInference:
+        """INT64 tensors in, FP32 outputs back as arrays: what Triton's ONNX backend serves."""
+        body = {"inputs": [{"name": name, "datatype": "INT64", "shape": list(array.shape),
+                            "data": array.astype(np.int64).ravel().tolist()}
+                           for name, array in inputs.items()]}
+        answer = self._json("POST", _model_path(model, version) + "/infer", json=body)
+        outputs = {o["name"]: np.asarray(o["data"], dtype=np.float32).reshape(o["shape"])
+                   for o in answer["outputs"]}
+        return TensorInference(model_version=str(answer.get("model_version")), outputs=outputs)
 
     def observe(self, model: str) -> Observation:
         try:

@@ -153,6 +153,8 @@ class ModelRepository:
         with _locked(model_dir / ".publish.lock"):
             if run_id is not None and (done := self.find_by_run(model, run_id)) is not None:
                 return done
+            for stale in model_dir.glob(".staging-*"):  # left by a publisher killed mid-copy
+                shutil.rmtree(stale, ignore_errors=True)
             staging = model_dir / f".staging-{uuid.uuid4().hex}"
             try:
                 shutil.copytree(source, staging, ignore=shutil.ignore_patterns(RECORD_NAME))

@@ -12,6 +12,9 @@ import collections
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
 
 from deploy.config import RolloutConfig
 from deploy.errors import (
@@ -215,14 +218,27 @@ class RolloutController:
         return self.store.update(record, observed={**record.observed, url: version})
 
     def _smoke(self, url: str, model: str, version: int) -> None:
+        """Ready, then one inference through the tensor path (what a Triton ONNX model takes),
+        answered by the new version with finite logits."""
         replica = self.fleet.replica(url)
         if not (replica.ready() and replica.model_ready(model, version)):
             raise SmokeTestError(f"{url}: {model} v{version} loaded but not ready")
-        answer = replica.infer_text(model, [self.config.smoke_text])
-        if answer.model_version != str(version):
-            raise SmokeTestError(f"{url}: answered from v{answer.model_version}, not v{version}")
-        if not any(answer.outputs.values()):
-            raise SmokeTestError(f"{url}: v{version} answered with empty outputs")
+        tokenizer = self.repository.version_dir(model, version) / "tokenizer.json"
+        if tokenizer.is_file():
+            ids = _smoke_ids(tokenizer, self.config.smoke_text)
+            answer = replica.infer_tensors(model, {"input_ids": ids,
+                                                   "attention_mask": np.ones_like(ids)})
+            logits = answer.outputs.get("logits")
+            if logits is None or logits.shape[0] != 1 or not np.isfinite(logits).all():
+                raise SmokeTestError(f"{url}: v{version} gave no finite logits")
+            served = answer.model_version
+        else:  # no fast tokenizer file: use the replica's text path
+            text = replica.infer_text(model, [self.config.smoke_text])
+            if not any(text.outputs.values()):
+                raise SmokeTestError(f"{url}: v{version} answered with empty outputs")
+            served = text.model_version
+        if served != str(version):
+            raise SmokeTestError(f"{url}: answered from v{served}, not v{version}")
 
     def _serves(self, record: RolloutRecord, url: str, version: int | None = None) -> bool:
         want = record.to_version if version is None else version
@@ -240,7 +256,10 @@ class RolloutController:
         chosen = [u for u, v in record.desired.items() if v == record.to_version]
         if len(chosen) >= k:
             return chosen[:k]  # a resumed canary keeps the replicas it had
-        return (chosen + [u for u in self.fleet.urls if u not in chosen])[:k]
+        # Fresh canaries: reachable replicas first, so a dead one does not sink the rollout.
+        rest = [u for u in self.fleet.urls if u not in chosen]
+        rest.sort(key=lambda u: not self.fleet.replica(u).observe(record.model).reachable)
+        return (chosen + rest)[:k]
 
     def _ask(self, judge: Judge, query: CanaryQuery) -> CanaryVerdict:
         try:
@@ -252,6 +271,13 @@ class RolloutController:
     def _fail(self, record: RolloutRecord, reason: str) -> RolloutRecord:
         log.warning("rollout %s rolling back: %s", record.id, reason)
         return self.store.update(record, phase="rolling_back", reason=reason)
+
+
+def _smoke_ids(tokenizer_json: Path, text: str) -> np.ndarray:
+    from tokenizers import Tokenizer
+
+    ids = Tokenizer.from_file(str(tokenizer_json)).encode(text).ids or [0]
+    return np.asarray([ids], dtype=np.int64)
 
 
 def _describe(seen: Observation) -> str:

@@ -107,3 +107,14 @@ def test_unknown_version_and_bad_source(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"model\.onnx"):
         repo.publish("m", empty)
     assert repo.versions("m") == []
+
+
+def test_a_publisher_killed_mid_copy_leaves_nothing_visible(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path / "repo")
+    repo.publish("m", exported(tmp_path))
+    dead = tmp_path / "repo" / "m" / ".staging-deadbeef"
+    dead.mkdir()
+    (dead / "model.onnx").write_bytes(b"half")
+    assert repo.versions("m") == [1]  # a half-copied version is never listed
+    repo.publish("m", exported(tmp_path, "src2", b"next"))
+    assert repo.versions("m") == [1, 2] and not dead.exists()
