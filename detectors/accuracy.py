@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 
 from detectors.result import DetectorResult
 
@@ -180,9 +181,7 @@ class AccuracyDetector:
 
 def _label_mask(truth: np.ndarray) -> np.ndarray:
     """Rows that have a label: not None, not NaN (a window holds unlabelled rows too)."""
-    if truth.dtype.kind == "f":
-        return ~np.isnan(truth)
-    return np.array([t is not None and t == t for t in truth], dtype=bool)
+    return ~pd.isna(truth)
 
 
 def _labelled(truth: np.ndarray, pred: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -160,3 +160,19 @@ def test_generation_task_watches_output_length_and_rating() -> None:
         r.key for r in same if r.verdict is Verdict.OK}
     longer = {r.key for r in suite.run(reference, frame(1000, (30, 90))) if r.breached}
     assert {"drift.length[output_text]", "drift.words[output_text]"} <= longer
+
+
+def test_embedding_distance_equals_evidentlys_method_on_full_frames() -> None:
+    from evidently.legacy.metrics.data_drift.embedding_drift_methods import DistanceDriftMethod
+
+    source = Traffic(seed=9, dim=48)
+    ref, cur = source.embeddings(3000), source.embeddings(800, shift=0.05)
+    for dist in ("euclidean", "cosine", "cityblock", "chebyshev"):
+        theirs = DistanceDriftMethod(dist=dist, threshold=0.1)(pd.DataFrame(cur),
+                                                               pd.DataFrame(ref))[0]
+        ours = EmbeddingDriftDetector("t", "distance", 0.1, dist=dist).evaluate(ref, cur)
+        assert ours.statistic == pytest.approx(float(theirs), rel=1e-5), dist
+    with_nan = cur.copy()
+    with_nan[:10, 3] = np.nan
+    skipped = EmbeddingDriftDetector("t").evaluate(ref, with_nan)
+    assert skipped.n_current == 790 and np.isfinite(skipped.statistic)
