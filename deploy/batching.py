@@ -20,7 +20,8 @@ class MicroBatcher(Generic[In, Out]):
     """
 
     def __init__(self, run: Callable[[Sequence[In]], Sequence[Out]], executor: Executor,
-                 max_batch: int = 16, max_wait_s: float = 0.0, workers: int = 1) -> None:
+                 max_batch: int = 16, max_wait_s: float = 0.0, workers: int = 1,
+                 on_batch: Callable[[int], None] | None = None) -> None:
         if max_batch < 1 or workers < 1 or max_wait_s < 0:
             raise ValueError("max_batch and workers must be >= 1, max_wait_s >= 0")
         self._run = run
@@ -28,6 +29,7 @@ class MicroBatcher(Generic[In, Out]):
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._workers = workers
+        self._on_batch = on_batch
         self._queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -67,6 +69,8 @@ class MicroBatcher(Generic[In, Out]):
                 except TimeoutError:
                     break
             items = [item for item, _ in batch]
+            if self._on_batch is not None:
+                self._on_batch(len(items))
             try:
                 results = await loop.run_in_executor(self._executor, self._run, items)
                 if len(results) != len(batch):

@@ -16,12 +16,14 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.events import InferenceEvent, Output
 from deploy.emitter import EventEmitter
 from deploy.errors import DeployError
+from deploy.replica_metrics import ReplicaMetrics
 from deploy.repository import ModelRepository, parse_version, validate_model_name
 from deploy.serving import ModelServer, Prediction, ServingError
 
@@ -57,9 +59,14 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def create_app(settings: ReplicaSettings) -> FastAPI:
     repository = ModelRepository(settings.repository)
-    server = ModelServer(repository, settings.device, settings.threads, settings.workers,
-                         settings.max_batch, settings.batch_wait_ms / 1000)
     emitter = EventEmitter(settings.kafka, settings.topic, settings.sample_rate)
+    registry = CollectorRegistry()
+    server: ModelServer
+    metrics = ReplicaMetrics(registry, emitter.stats,
+                             lambda: {n: s.version for n, s in server.loaded.items()})
+    server = ModelServer(repository, settings.device, settings.threads, settings.workers,
+                         settings.max_batch, settings.batch_wait_ms / 1000,
+                         on_batch=metrics.batch_size.observe)
     startup_models = [_parse_model_spec(spec) for spec in settings.models]
     state: dict[str, object] = {"ready": not startup_models, "startup_error": None}
 
@@ -86,6 +93,7 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
 
     def log_event(slot_name: str, request_id: str, text: str, started: float,
                   prediction: Prediction | None, error: str | None, version: int | None) -> None:
+        metrics.observe(slot_name, version, error is None, time.perf_counter() - started)
         output = None
         if prediction is not None:
             output = Output(label=prediction.label, score=prediction.score,
@@ -123,6 +131,10 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
         ok = bool(state["ready"])
         body = {"ready": ok, "error": state["startup_error"]}
         return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v2")
     async def server_metadata() -> JSONResponse:

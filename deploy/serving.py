@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -57,7 +57,8 @@ class ModelServer:
     """Loads, swaps and runs models; all model calls run on worker threads (ORT frees the GIL)."""
 
     def __init__(self, repository: ModelRepository, device: Device = "auto", threads: int = 1,
-                 workers: int = 1, max_batch: int = 16, max_wait_s: float = 0.0) -> None:
+                 workers: int = 1, max_batch: int = 16, max_wait_s: float = 0.0,
+                 on_batch: Callable[[int], None] | None = None) -> None:
         if threads < 1 or workers < 1 or max_batch < 1 or max_wait_s < 0:
             raise ValueError("threads, workers and max_batch must be >= 1; max_wait_s >= 0")
         if device not in ("auto", "cpu", "cuda"):
@@ -69,6 +70,7 @@ class ModelServer:
         self._workers = workers
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
+        self._on_batch = on_batch
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="infer")
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="load")
         self._locks: dict[str, asyncio.Lock] = {}
@@ -112,7 +114,8 @@ class ModelServer:
         batcher = self._batchers.get(name)
         if batcher is None:
             batcher = MicroBatcher(lambda items: self._run_batch(name, items), self._pool,
-                                   self._max_batch, self._max_wait_s, self._workers)
+                                   self._max_batch, self._max_wait_s, self._workers,
+                                   self._on_batch)
             self._batchers[name] = batcher
         return await batcher.submit(_Item(text, max_new_tokens))
 

@@ -205,3 +205,25 @@ def test_cli_help_documents_the_options(tmp_path: Path) -> None:
     for option in ("--repository", "--model", "--port", "--kafka", "--sample-rate",
                    "--device", "--threads", "--max-batch", "--batch-wait-ms"):
         assert option in out.stdout
+
+
+def test_prometheus_metrics_count_what_was_served(
+        served: tuple[ReplicaProcess, ModelRepository]) -> None:
+    replica, _ = served
+
+    def scrape() -> dict[str, float]:
+        text = httpx.get(f"{replica.url}/metrics").text
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines() if line and not line.startswith("#")}
+
+    before = scrape()
+    version = ReplicaClient(replica.url).served_version(MODEL)
+    key = f'lifeguard_replica_requests_total{{model="{MODEL}",status="ok",version="{version}"}}'
+    for _ in range(7):
+        httpx.post(f"{replica.url}/v2/models/{MODEL}/text", content="sturdy speaker")
+    after = scrape()
+    assert after[key] - before.get(key, 0.0) == 7
+    assert after[f'lifeguard_replica_model_version{{model="{MODEL}"}}'] == version
+    assert after["lifeguard_replica_batch_size_count"] >= before.get(
+        "lifeguard_replica_batch_size_count", 0) + 1
+    assert after['lifeguard_replica_events_total{outcome="sent"}'] > 0
