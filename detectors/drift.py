@@ -122,9 +122,12 @@ def _mean_row(emb: np.ndarray) -> tuple[int, np.ndarray]:
 
 
 def _present(values: np.ndarray, kind: str) -> np.ndarray:
-    """Drop missing values: NaN for numbers, None/NaN for categories (kept as strings)."""
+    """Drop missing values: NaN for numbers, None/NaN for categories. Copies only when
+    something is missing (the usual window has nothing to drop)."""
     if kind == "numerical":
         arr = np.asarray(values, dtype=np.float64)
-        return arr[np.isfinite(arr)]
+        finite = np.isfinite(arr)
+        return arr if finite.all() else arr[finite]
     arr = np.asarray(values, dtype=object)
-    return arr[~pd.isna(arr)].astype(str)
+    missing = pd.isna(arr)
+    return arr[~missing] if missing.any() else arr
