@@ -106,8 +106,14 @@ def handle_webhook(payload: WebhookPayload, store: StateStore, engine: PolicyEng
         evidence = {"fingerprint": alert.fingerprint, "startsAt": alert.startsAt,
                     "groupKey": payload.groupKey, "labels": alert.labels,
                     "annotations": alert.annotations}
-        decision = engine.on_alert(model, alert.labels.get(labels.pipeline_label),
-                                   alert.fingerprint, alert.startsAt, evidence)
+        try:
+            decision = engine.on_alert(model, alert.labels.get(labels.pipeline_label),
+                                       alert.fingerprint, alert.startsAt, evidence)
+        except Exception as exc:
+            # Not acted on: forget we saw it, so Alertmanager's retry of this 500 is not
+            # dropped as a duplicate.
+            store.forget_alert(alert.fingerprint, alert.startsAt, alert.status, repr(exc))
+            raise
         if decision.fire and decision.run_id:
             runs.append(decision.run_id)
         else:

@@ -337,6 +337,14 @@ class StateStore:
                 })
         return inserted
 
+    def forget_alert(self, fingerprint: str, starts_at: str, status: str, error: str) -> None:
+        """Undo ``record_alert`` when acting on it failed, so Alertmanager's retry is not a dup."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM alerts WHERE fingerprint = ? AND starts_at = ? AND "
+                         "status = ?", (fingerprint, starts_at, status))
+            self._audit(conn, "trigger.failed", "policy", None, None,
+                        {"fingerprint": fingerprint, "startsAt": starts_at, "error": error})
+
     def pause(self, model: str, actor: str, reason: str = "") -> bool:
         with self._write() as conn:
             cur = conn.execute("INSERT OR IGNORE INTO model_pauses (model, actor, reason, "

@@ -144,3 +144,31 @@ def test_parse_keeps_unknown_fields_out_and_validates_the_rest() -> None:
     assert parsed.alerts[0].fingerprint == "fp1"
     with pytest.raises(AlertPayloadError, match="alerts: Field required"):
         parse_webhook(b'{"version": "4", "status": "firing"}')
+
+
+def test_an_alert_that_failed_to_act_is_retried_not_dropped(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    calls: list[str] = []
+
+    def flaky_snapshot(model: str) -> Path:
+        calls.append(model)
+        if len(calls) == 1:
+            raise OSError("labelled data store unreachable")
+        return tmp_path / "snap.jsonl"
+
+    eng = PolicyEngine(store, {"m": ModelPolicy(pipeline="quick", mode="auto")},
+                       {"quick": quick_pipeline(tmp_path / "log")},
+                       snapshot_provider=flaky_snapshot)
+    server = ApiServer(create_app(CollectorRegistry(), lambda: (True, ""), lambda: (True, ""),
+                                  [create_router(store, eng, TOKEN)])).start()
+    try:
+        first = httpx.post(server.url + "/api/v1/alerts", json=payload(), headers=AUTH)
+        assert first.status_code == 500 and store.list_runs() == []
+        # Alertmanager retries a failed notification: this time it must be acted on.
+        retry = httpx.post(server.url + "/api/v1/alerts", json=payload(), headers=AUTH)
+        assert retry.status_code == 200 and len(retry.json()["runs_created"]) == 1
+        failed = [a for a in store.list_audit() if a.action == "trigger.failed"]
+        assert "labelled data store unreachable" in failed[0].evidence["error"]
+    finally:
+        server.stop()
+        store.close()
