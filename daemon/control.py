@@ -3,6 +3,7 @@ over one state store, built from the root config. The supervisor starts and stop
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +13,8 @@ from daemon.evaluation import Evaluation
 from daemon.policy import PathProvider, PolicyEngine, TriggerDecision
 from daemon.runner import Runner
 from daemon.store import StateStore
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -53,7 +56,13 @@ class ControlPlane:
         )
 
     def on_evaluation(self, evaluation: Evaluation) -> TriggerDecision:
-        decision = self.engine.on_evaluation(evaluation)
+        try:
+            decision = self.engine.on_evaluation(evaluation)
+        except Exception as exc:  # the evaluator must go on; the next evaluation re-decides
+            log.exception("policy failed on evaluation %s", evaluation.id)
+            self.store.audit("trigger.failed", "policy", evaluation.model, None,
+                             {"evaluation_id": evaluation.id, "error": repr(exc)})
+            return TriggerDecision(model=evaluation.model, fire=False, reason=f"error: {exc!r}")
         if decision.fire:
             self.runner.wake()
         return decision

@@ -78,3 +78,29 @@ def test_breach_to_approved_run_to_audit(tmp_path: Path, monkeypatch: pytest.Mon
         server.stop()
         control.stop()
         store.close()
+
+
+def test_a_failing_trigger_is_audited_and_the_next_evaluation_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = tmp_path / "lifeguard.yaml"
+    cfg.write_text(CONFIG.format(db=tmp_path / "state.db", log=tmp_path / "steps.log")
+                   .replace("hold: 2", "hold: 1"))
+    config = load_config(cfg)
+    store = StateStore(config.state.path)
+    answers: list[Path | Exception] = [OSError("snapshot store down"), tmp_path / "s.jsonl"]
+
+    def snapshot(model: str) -> Path:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    control = ControlPlane(config, store, snapshot_provider=snapshot)
+    breach = {"drift.distribution[x]": True, "accuracy.accuracy": True}
+    first = control.on_evaluation(evaluation("sentiment", 0, breach))
+    assert not first.fire and "snapshot store down" in first.reason
+    assert [a.action for a in store.list_audit()][-1] == "trigger.failed"
+    assert control.on_evaluation(evaluation("sentiment", 1, breach)).fire
+    assert store.list_runs()[0].snapshot_path == str(tmp_path / "s.jsonl")
+    store.close()
