@@ -29,6 +29,8 @@ from detectors.result import Verdict
 
 log = logging.getLogger(__name__)
 
+REPORT_EVERY_S = 600.0
+
 
 class Encoder(Protocol):
     def embed(self, texts: list[str]) -> np.ndarray: ...
@@ -80,7 +82,7 @@ class Evaluator:
         self.embeddings = EmbeddingCache(encoder_factory) if encoder_factory else None
         self.latest: dict[tuple[str, str], Evaluation] = {}
         self._scheduler: Any = None
-        self._nudged: set[str] = set()
+        self._reported: dict[tuple[str, str], float] = {}  # (model, version) -> report time
         self._lock = threading.Lock()
         self.passes = Counter("lifeguard_evaluations", "Evaluation passes, by outcome.",
                               ["model", "outcome"], registry=registry)
@@ -172,14 +174,26 @@ class Evaluator:
         self.passes.labels(name, "breach" if evaluation.breached else "ok").inc()
         with self._lock:
             self.latest[(name, version)] = evaluation
-        if evaluation.breached:
+        if evaluation.breached and self._report_due(name, version):
             self._report(name, model, version, prepared[1], current, evaluation)
+        elif not evaluation.breached:
+            self._reported.pop((name, version), None)
         for sink in self.sinks:
             try:
                 sink(evaluation)
             except Exception:
                 log.exception("evaluation sink failed for %s", evaluation.id)
         return evaluation
+
+    def _report_due(self, name: str, version: str) -> bool:
+        """A report when a breach begins, then at most every REPORT_EVERY_S while it lasts:
+        rendering one costs many detector passes."""
+        now = time.monotonic()
+        last = self._reported.get((name, version))
+        if last is not None and now - last < REPORT_EVERY_S:
+            return False
+        self._reported[(name, version)] = now
+        return True
 
     def _window(self, model: ModelEvaluation, frame: pd.DataFrame) -> Any:
         from detectors.suite import WindowData
