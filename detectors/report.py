@@ -53,10 +53,11 @@ def drift_report(suite: DetectorSuite, reference: PreparedReference | WindowData
     metrics: list[Any] = []
     ref_cols: dict[str, np.ndarray] = {}
     cur_cols: dict[str, np.ndarray] = {}
+    current_features = {t.column: suite.current_features(ref, cur.frame, t) for t in suite.texts}
     for text, feature, detector in suite.text_detectors:
         column = f"{text.column}.{feature}"
         ref_values = ref.features.get(text.column, {}).get(feature)
-        cur_values = suite._current_feature(ref, cur.frame, text, feature)
+        cur_values = current_features[text.column].get(feature)
         if ref_values is None or cur_values is None:
             continue
         ref_cols[column], cur_cols[column] = ref_values, cur_values

@@ -119,9 +119,10 @@ class DetectorSuite:
             results += self.latency.evaluate(latency, None if status is None else status == "error")
         if self.accuracy is not None:
             results += self._accuracy(rf, cf)
+        current_features = {t.column: self.current_features(ref, cf, t) for t in self.texts}
         for text, feature, detector in self.text_detectors:
             ref_values = ref.features.get(text.column, {}).get(feature)
-            cur_values = self._current_feature(ref, cf, text, feature)
+            cur_values = current_features[text.column].get(feature)
             results.append(detector.evaluate(_or_empty(ref_values), _or_empty(cur_values)))
         for detector in self.embedding_detectors:
             dim = _dim(ref.data.embeddings, cur.embeddings, detector.column)
@@ -150,14 +151,16 @@ class DetectorSuite:
             rf[seg].to_numpy() if seg and seg in rf else None)
 
     @staticmethod
-    def _current_feature(ref: PreparedReference, cf: pd.DataFrame, text: TextDrift,
-                         feature: str) -> np.ndarray | None:
-        name = f"{text.column}.{feature}"
-        if name in cf:
-            return cf[name].to_numpy(dtype=np.float64)
+    def current_features(ref: PreparedReference, cf: pd.DataFrame,
+                         text: TextDrift) -> dict[str, np.ndarray]:
+        """The text column's features in the current frame: precomputed columns if all are
+        there, else derived from the raw text (empty if neither is present)."""
+        precomputed = _precomputed(cf, text)
+        if precomputed is not None:
+            return precomputed
         if text.column not in cf:
-            return None
-        return ref.text_features(text.column, cf[text.column].astype(str).tolist()).get(feature)
+            return {}
+        return ref.text_features(text.column, cf[text.column].astype(str).tolist())
 
 
 def _window(data: WindowData | pd.DataFrame) -> WindowData:

@@ -40,16 +40,25 @@ class TextFeaturizer:
 
     def oov_share(self, texts: Iterable[str]) -> np.ndarray:
         """Per text, the share of its tokens not in the vocabulary (0 for a text with none)."""
-        vocab = self.vocabulary
-        out = []
-        for text in texts:
-            toks = tokens(text)
-            out.append(sum(t not in vocab for t in toks) / len(toks) if toks else 0.0)
-        return np.asarray(out, dtype=np.float64)
+        return self._oov([tokens(t) for t in texts])
+
+    def _oov(self, tokenized: list[list[str]]) -> np.ndarray:
+        known = self.vocabulary.__contains__
+        out = np.zeros(len(tokenized))
+        for i, toks in enumerate(tokenized):
+            if toks:
+                out[i] = 1.0 - sum(map(known, toks)) / len(toks)
+        return out
 
     def features(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """``{"length", "words", "oov"}`` arrays for current texts (one value per text)."""
-        return {**length_features(texts), "oov": self.oov_share(texts)}
+        tokenized = [tokens(t) for t in texts]  # once: words and oov share it
+        return {
+            "length": np.fromiter((len(t) for t in texts), dtype=np.float64, count=len(texts)),
+            "words": np.fromiter((len(t) for t in tokenized), dtype=np.float64,
+                                 count=len(texts)),
+            "oov": self._oov(tokenized),
+        }
 
     def reference_features(self, reference_texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Like ``features`` for the texts this featurizer was built from; "oov" is shorter
