@@ -20,7 +20,7 @@ $(STAMP): $(PY) pyproject.toml
 install: $(STAMP)
 
 demo: install
-	HF_HUB_OFFLINE=1 DO_NOT_TRACK=1 $(VENV)/bin/lifeguard demo
+	HF_HUB_OFFLINE=1 DO_NOT_TRACK=1 $(VENV)/bin/lifeguard demo $(ARGS)
 
 lint: install
 	$(PY) -m ruff check .

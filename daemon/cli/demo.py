@@ -1,8 +1,8 @@
-"""``lifeguard demo``: the embedded stack on defaults, shown live in the terminal."""
+"""``lifeguard demo``: the closed loop on the embedded stack, shown live in the terminal."""
 
 from __future__ import annotations
 
-import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,45 +12,83 @@ from daemon.cli import app
 
 @app.command()
 def demo(
-    duration: Annotated[float, typer.Option(help="Seconds to run (0 = until Ctrl-C).")] = 0,
-    rate: Annotated[float, typer.Option(help="Synthetic events per second.")] = 2000,
+    approve: Annotated[bool, typer.Option(
+        "--approve", help="Policy in approve mode: the retrain waits for `lifeguard approve`.")
+    ] = False,
+    workdir: Annotated[Path, typer.Option(help="Where the stack, cache and report live.")] = Path(
+        "var/demo"),
+    rate: Annotated[float, typer.Option(help="Requests per second.")] = 20.0,
+    shift_at: Annotated[float, typer.Option(help="Seconds of steady traffic before the shift.")
+                        ] = 60.0,
+    duration: Annotated[float, typer.Option(help="Longest the scenario runs, in seconds.")
+                        ] = 900.0,
+    after_recovery: Annotated[float, typer.Option(
+        help="Seconds of traffic kept after the new version serves everywhere.")] = 60.0,
 ) -> None:
-    """Start a local broker, a traffic generator and the daemon, and watch what it ingests."""
+    """Broker, three replicas, the daemon (auto mode) and the simulator: steady traffic, then a
+    domain shift with late labels; watch the daemon detect, retrain, gate, quantize, canary and
+    promote. Writes an HTML report at the end; Ctrl-C stops everything cleanly."""
     import logging
+    import shutil
+    import time
 
     from rich.console import Console
     from rich.live import Live
 
-    from daemon.app import Daemon
-    from daemon.config import parse_config
-    from daemon.dashboard import IngestView
-    from daemon.traffic import TrafficGenerator
+    from daemon.stack.base_model import prepare_base_model
+    from daemon.stack.loop import LoopResult, run_scenario
+    from daemon.stack.processes import LoopSettings, Stack
+    from daemon.stack.report import summary_line, write_report
+    from daemon.stack.view import render
+    from simulator.scenarios import ScenarioConfig
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     console = Console()
-    config = parse_config({"api": {"port": 9464},
-                           "models": [{"name": "sentiment"}, {"name": "support-bot"}]})
-    daemon = Daemon(config)
-    console.print("[bold]lifeguard demo[/]: embedded broker, synthetic traffic, the daemon.")
-    daemon.start()
-    assert daemon.broker is not None
-    traffic = TrafficGenerator(daemon.broker.bootstrap, config.kafka.topics[0], rate,
-                               [m.name for m in config.models]).start()
-    view = IngestView(daemon.registry)
-    assert daemon.http is not None
-    console.print(f"metrics: {daemon.http.url}/metrics   health: {daemon.http.url}/healthz"
-                  "   Ctrl-C to stop")
+    workdir = workdir.resolve()
+    console.rule("[bold]lifeguard demo: the closed loop")
     started = time.monotonic()
-    try:
-        with Live(view.render(), console=console, refresh_per_second=2) as live:
-            while not duration or time.monotonic() - started < duration:
-                time.sleep(0.5)
-                live.update(view.render())
-    except KeyboardInterrupt:
-        pass
-    finally:
-        traffic.stop()
-        daemon.stop()
-    console.print(f"sent {traffic.sent} valid and {traffic.sent_invalid} malformed events; "
-                  f"stopped cleanly.")
+    with console.status("preparing the base model (first run: fine-tunes MiniLM on the "
+                        "electronics reviews, about two minutes; cached after)"):
+        base = prepare_base_model(workdir / "cache")
+    console.print(f"base model ready in {time.monotonic() - started:.0f}s: {base.checkpoint}")
+    run_dir = workdir / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    settings = LoopSettings(mode="approve" if approve else "auto")
+    scenario = ScenarioConfig(kind="abrupt-shift", rate=rate, duration_s=duration,
+                              shift_at_s=shift_at, label_delay_s=3.0, label_jitter_s=2.0,
+                              label_coverage=0.9, seed=7)
+    hint: str | None = None
+    result: LoopResult | None = None
+    with Stack(run_dir, settings) as stack:
+        with console.status("starting the broker, three replicas and the daemon"):
+            stack.start(base.checkpoint, base.deployable)
+        console.print(f"daemon: {stack.daemon_url}  (metrics at /metrics, API at /api/v1, "
+                      f"token {stack_token()})")
+        if approve:
+            hint = (f"LIFEGUARD_URL={stack.daemon_url} LIFEGUARD_TOKEN={stack_token()} "
+                    "lifeguard approve {run}")
+        try:
+            with Live(console=console, refresh_per_second=2, transient=False) as live:
+                def tick(state):  # type: ignore[no-untyped-def]
+                    live.update(render(state, hint))
+
+                result = run_scenario(stack, scenario, on_tick=tick,
+                                      after_recovery_s=after_recovery)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted: stopping the stack cleanly[/]")
+    if result is None:
+        raise typer.Exit(130)
+    report = write_report(result, workdir / "report.html")
+    console.rule("summary")
+    for moment in result.state.moments:
+        if moment.kind != "step":
+            console.print(f"{moment.t_s:7.1f}s  {moment.kind:<11} {moment.text}")
+    console.print(f"[bold]{summary_line(result)}[/]")
+    console.print(f"report: {report}")
+
+
+def stack_token() -> str:
+    from daemon.stack.processes import TOKEN
+
+    return TOKEN
