@@ -32,13 +32,15 @@ class SyntheticModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     accuracy: dict[str, float] = Field(default_factory=lambda: {BASE_DOMAIN: 0.92})
-    default_accuracy: float = Field(0.6, ge=0, le=1)
-    version: str = Field("1", min_length=1)
-    recover_at_s: float | None = Field(None, ge=0)
-    recovered_version: str = Field("2", min_length=1)
-    recovered_accuracy: float = Field(0.92, ge=0, le=1)
-    error_rate: float = Field(0.0, ge=0, le=1, description="share answered status=error")
-    replicas: int = Field(3, ge=1, description="replica names written in events: sim-0..")
+    default_accuracy: float = Field(default=0.6, ge=0, le=1)
+    version: str = Field(default="1", min_length=1)
+    recover_at_s: float | None = Field(default=None, ge=0)
+    recovered_version: str = Field(default="2", min_length=1)
+    recovered_accuracy: float = Field(default=0.92, ge=0, le=1)
+    error_rate: float = Field(default=0.0, ge=0, le=1,
+                              description="share answered status=error")
+    replicas: int = Field(default=3, ge=1,
+                          description="replica names written in events: sim-0..")
 
 
 class DirectConfig(BaseModel):
@@ -48,9 +50,10 @@ class DirectConfig(BaseModel):
 
     mode: Literal["direct"] = "direct"
     kafka: str = Field(min_length=1, description="bootstrap servers HOST:PORT[,HOST:PORT]")
-    topic: str = Field("inference", min_length=1)
+    topic: str = Field(default="inference", min_length=1)
     model: SyntheticModel = Field(default_factory=SyntheticModel)
-    connect_timeout_s: float = Field(10.0, gt=0, description="give up on the broker after")
+    connect_timeout_s: float = Field(default=10.0, gt=0,
+                                     description="give up on the broker after")
 
 
 class ReplicaConfig(BaseModel):
@@ -62,10 +65,12 @@ class ReplicaConfig(BaseModel):
     mode: Literal["replica"] = "replica"
     urls: list[str] = Field(min_length=1)
     kafka: str | None = None
-    topic: str = Field("inference", min_length=1, description="where feedback goes")
-    concurrency: int = Field(32, ge=1, description="requests in flight at most")
-    timeout_s: float = Field(10.0, gt=0)
-    connect_timeout_s: float = Field(10.0, gt=0, description="give up on the broker after")
+    topic: str = Field(default="inference", min_length=1,
+                       description="where feedback goes")
+    concurrency: int = Field(default=32, ge=1, description="requests in flight at most")
+    timeout_s: float = Field(default=10.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0,
+                                     description="give up on the broker after")
 
 
 DriverConfig = DirectConfig | ReplicaConfig

@@ -170,11 +170,11 @@ class Simulator:
             driver = ReplicaDriver(cfg, self.config.model)
             concurrency = cfg.concurrency
         await driver.open()
-        self.stats.started = time.monotonic()
+        start = self.stats.mark_started()
         sending_done = asyncio.Event()
         pump = asyncio.create_task(self._label_pump(feedback, sending_done))
         try:
-            await self._send_all(driver, feedback, concurrency)
+            await self._send_all(driver, feedback, concurrency, start)
         finally:
             sending_done.set()
             await pump
@@ -183,10 +183,9 @@ class Simulator:
                 await asyncio.to_thread(_close_producer, producer)
 
     async def _send_all(self, driver: Driver, feedback: KafkaFeedback | None,
-                        concurrency: int) -> None:
+                        concurrency: int, start: float) -> None:
         slots = asyncio.Semaphore(concurrency)
         in_flight: set[asyncio.Task[None]] = set()
-        start = self.stats.started
         for index in range(self.scenario.n_requests):
             request = self.scenario.plan(index)
             while not self._stop_sending.is_set():

@@ -39,24 +39,32 @@ class ScenarioConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: ScenarioKind = "stationary"
-    rate: float = Field(20.0, gt=0, description="requests per second")
-    duration_s: float = Field(60.0, gt=0)
-    shift_at_s: float = Field(30.0, ge=0, description="T: when the change starts")
-    ramp_s: float = Field(30.0, gt=0, description="gradual-shift: seconds from 0 to 100% mix")
+    rate: float = Field(default=20.0, gt=0, description="requests per second")
+    duration_s: float = Field(default=60.0, gt=0)
+    shift_at_s: float = Field(default=30.0, ge=0, description="T: when the change starts")
+    ramp_s: float = Field(default=30.0, gt=0,
+                          description="gradual-shift: seconds from 0 to 100% mix")
     base_domain: str = BASE_DOMAIN
     shift_domain: str = SHIFT_DOMAIN
-    noise: float = Field(0.05, ge=0, lt=0.5, description="share of labels flipped by noise")
-    label_delay_s: float = Field(5.0, ge=0, description="fixed delay before a label arrives")
-    label_jitter_s: float = Field(1.0, ge=0, description="plus uniform [0, jitter) on top")
-    label_coverage: float = Field(0.8, ge=0, le=1, description="share of requests ever labelled")
-    latency_ms: float = Field(40.0, gt=0, description="direct mode: median synthetic latency")
-    latency_factor: float = Field(3.0, gt=0, description="latency-regression: multiplier")
+    noise: float = Field(default=0.05, ge=0, lt=0.5,
+                         description="share of labels flipped by noise")
+    label_delay_s: float = Field(default=5.0, ge=0,
+                                 description="fixed delay before a label arrives")
+    label_jitter_s: float = Field(default=1.0, ge=0,
+                                  description="plus uniform [0, jitter) on top")
+    label_coverage: float = Field(default=0.8, ge=0, le=1,
+                                  description="share of requests ever labelled")
+    latency_ms: float = Field(default=40.0, gt=0,
+                              description="direct mode: median synthetic latency")
+    latency_factor: float = Field(default=3.0, gt=0,
+                                  description="latency-regression: multiplier")
     concept_words: tuple[str, ...] | None = Field(
-        None, description="concept-drift: cue words whose meaning flips (default: 3 + 3 cues)")
-    model: str = Field("sentiment", min_length=1)
+        default=None, description="concept-drift: cue words whose meaning flips "
+                                  "(default: three of each polarity)")
+    model: str = Field(default="sentiment", min_length=1)
     seed: int = 0
     run_tag: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9_.-]{1,40}$",
+        default=None, pattern=r"^[A-Za-z0-9_.-]{1,40}$",
         description="request id prefix; default random per run, so reruns never share ids")
 
     @model_validator(mode="after")

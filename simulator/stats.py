@@ -72,6 +72,15 @@ class SimulatorSnapshot:
     timeline: tuple[TimelinePoint, ...]
     done: bool
     error: str | None = None
+    # When request 0 was due (None before sending began): scenario time t is
+    # started_monotonic + t on this host's monotonic clock, started_at + t in epoch seconds.
+    started_monotonic: float | None = None
+    started_at: float | None = None
+
+    @property
+    def progress(self) -> float:
+        """Share of the plan sent so far, 0..1."""
+        return self.sent / self.planned if self.planned else 1.0
 
     def accuracy(self, phase: str, version: str | None = None) -> float | None:
         """Ground-truth accuracy of one phase (of one version), None if nothing answered."""
@@ -101,7 +110,8 @@ class LiveStats:
 
     planned: int
     bucket_s: float = 5.0
-    started: float = field(default_factory=time.monotonic)
+    started: float | None = None  # monotonic, set by ``mark_started``
+    started_at: float | None = None  # the same moment in epoch seconds
     sent: int = 0
     ok: int = 0
     failed: int = 0
@@ -125,6 +135,12 @@ class LiveStats:
     def __post_init__(self) -> None:
         if self.bucket_s <= 0:
             raise ValueError(f"bucket_s must be positive, got {self.bucket_s}")
+
+    def mark_started(self) -> float:
+        with self.lock:
+            self.started = time.monotonic()
+            self.started_at = time.time()
+            return self.started
 
     def request_sent(self, shifted: bool) -> None:
         with self.lock:
@@ -173,7 +189,8 @@ class LiveStats:
                 TimelinePoint(bucket * self.bucket_s, version, counts[0], counts[1])
                 for (bucket, version), counts in sorted(self.timeline.items()))
             return SimulatorSnapshot(
-                elapsed_s=time.monotonic() - self.started, planned=self.planned,
+                elapsed_s=0.0 if self.started is None else time.monotonic() - self.started,
+                planned=self.planned,
                 sent=self.sent, ok=self.ok, failed=self.failed, in_flight=self.in_flight,
                 failures=dict(self.failures), deliveries_failed=self.deliveries_failed,
                 shifted_sent=self.shifted_sent,
@@ -182,4 +199,5 @@ class LiveStats:
                 labels_abandoned=self.labels_abandoned, labels_pending=self.labels_pending,
                 by_phase=dict(self.by_phase),
                 by_phase_version={p: dict(v) for p, v in self.by_phase_version.items()},
-                timeline=timeline, done=self.done, error=self.error)
+                timeline=timeline, done=self.done, error=self.error,
+                started_monotonic=self.started, started_at=self.started_at)

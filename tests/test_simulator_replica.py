@@ -88,7 +88,8 @@ def test_replica_mode_end_to_end(broker: LocalBroker,
     # Ground truth as the simulator counts it == the replicas' logged answers, scored.
     for phase in ("pre", "post"):
         in_phase = [rid for rid in events if plans[rid].phase == phase]
-        correct = sum(events[rid].output is not None
-                      and events[rid].output.label == plans[rid].truth for rid in in_phase)
+        answers = {rid: events[rid].output for rid in in_phase}
+        correct = sum(out is not None and out.label == plans[rid].truth
+                      for rid, out in answers.items())
         assert final.by_phase[phase].answered == len(in_phase) == 60
         assert final.by_phase[phase].correct == correct
