@@ -27,11 +27,11 @@ class LatencyConfig(_Strict):
     enabled: bool = True
     column: str = "latency_ms"
     status_column: str = "status"  # "ok" | "error", as in InferenceEvent
-    p50_ms: float | None = Field(None, gt=0)
-    p95_ms: float | None = Field(1000.0, gt=0)
-    p99_ms: float | None = Field(None, gt=0)
-    error_rate_max: float | None = Field(0.05, ge=0, le=1)
-    min_samples: int = Field(100, ge=1)
+    p50_ms: float | None = Field(default=None, gt=0)
+    p95_ms: float | None = Field(default=1000.0, gt=0)
+    p99_ms: float | None = Field(default=None, gt=0)
+    error_rate_max: float | None = Field(default=0.05, ge=0, le=1)
+    min_samples: int = Field(default=100, ge=1)
 
 
 class AccuracyConfig(_Strict):
@@ -47,15 +47,15 @@ class AccuracyConfig(_Strict):
     label_column: str = "label"  # the true class from FeedbackEvent
     prediction_column: str = "prediction"  # the model's label from InferenceEvent.output
     rating_column: str = "rating"  # FeedbackEvent.rating in [0, 1], for generators
-    accuracy_floor: float | None = Field(None, ge=0, le=1)
-    macro_f1_floor: float | None = Field(None, ge=0, le=1)
-    rating_floor: float | None = Field(None, ge=0, le=1)
-    tolerance: float = Field(0.05, ge=0, le=1)
-    margin_z: float = Field(4.0, ge=0)
-    min_labels: int = Field(200, ge=1)
+    accuracy_floor: float | None = Field(default=None, ge=0, le=1)
+    macro_f1_floor: float | None = Field(default=None, ge=0, le=1)
+    rating_floor: float | None = Field(default=None, ge=0, le=1)
+    tolerance: float = Field(default=0.05, ge=0, le=1)
+    margin_z: float = Field(default=4.0, ge=0)
+    min_labels: int = Field(default=200, ge=1)
     segment_column: str | None = None  # a categorical input such as language or tier
-    min_labels_per_segment: int = Field(100, ge=1)
-    segment_gap_max: float = Field(0.15, ge=0, le=1)
+    min_labels_per_segment: int = Field(default=100, ge=1)
+    segment_gap_max: float = Field(default=0.15, ge=0, le=1)
 
 
 class ColumnDrift(_Strict):
@@ -87,10 +87,10 @@ class EmbeddingDrift(_Strict):
     """
 
     method: Literal["distance", "model", "ratio", "mmd"] = "distance"
-    threshold: float = Field(0.15, gt=0)
+    threshold: float = Field(default=0.15, gt=0)
     dist: Literal["euclidean", "cosine", "cityblock", "chebyshev"] = "euclidean"
-    pca_components: int | None = Field(None, ge=1)
-    max_rows: int | None = Field(None, ge=10)
+    pca_components: int | None = Field(default=None, ge=1)
+    max_rows: int | None = Field(default=None, ge=10)
 
     @model_validator(mode="after")
     def _bounded_mmd(self) -> EmbeddingDrift:
@@ -126,8 +126,8 @@ class DriftConfig(_Strict):
     enabled: bool = True
     texts: tuple[TextDrift, ...] | None = None  # None: the task's defaults (see SuiteConfig)
     columns: tuple[ColumnDrift, ...] | None = None  # None: the task's prediction/output columns
-    family_alpha: float = Field(1e-4, gt=0, lt=1)
-    min_samples: int = Field(200, ge=2)
+    family_alpha: float = Field(default=1e-4, gt=0, lt=1)
+    min_samples: int = Field(default=200, ge=2)
 
 
 class SuiteConfig(_Strict):

@@ -75,19 +75,19 @@ def drift_report(suite: DetectorSuite, reference: PreparedReference | WindowData
     embeddings: dict[str, list[str]] = {}
     methods = {"distance": DistanceDriftMethod, "model": ModelDriftMethod,
                "ratio": RatioDriftMethod, "mmd": MMDDriftMethod}
-    for detector in suite.embedding_detectors if include_embeddings else ():
-        r, c = ref.data.embeddings.get(detector.column), cur.embeddings.get(detector.column)
+    for emb in suite.embedding_detectors if include_embeddings else ():
+        r, c = ref.data.embeddings.get(emb.column), cur.embeddings.get(emb.column)
         if r is None or c is None:
             continue
-        names = [f"{detector.column}.emb{i}" for i in range(np.shape(r)[1])]
-        embeddings[detector.column] = names
+        names = [f"{emb.column}.emb{i}" for i in range(np.shape(r)[1])]
+        embeddings[emb.column] = names
         for i, n in enumerate(names):
             ref_cols[n], cur_cols[n] = np.asarray(r)[:, i], np.asarray(c)[:, i]
-        kwargs: dict[str, Any] = {"threshold": detector.threshold}
-        if detector.method == "distance":
-            kwargs["dist"] = detector.dist
-        metrics.append(EmbeddingsDrift(embeddings_name=detector.column,
-                                       drift_method=methods[detector.method](**kwargs)))
+        kwargs: dict[str, Any] = {"threshold": emb.threshold}
+        if emb.method == "distance":
+            kwargs["dist"] = emb.dist
+        metrics.append(EmbeddingsDrift(embeddings_name=emb.column,
+                                       drift_method=methods[emb.method](**kwargs)))
     if not metrics:
         raise ValueError("no drift column is present in both windows: nothing to report")
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical,

@@ -69,8 +69,7 @@ class DetectorSuite:
         self.text_detectors: list[tuple[TextDrift, str, ColumnDriftDetector]] = []
         self.embedding_detectors: list[EmbeddingDriftDetector] = []
         for text in self.texts:
-            threshold = text.threshold or (alpha if is_pvalue(text.method)
-                                           else DISTANCE_DEFAULTS[text.method])
+            threshold = _threshold(text.method, text.threshold, alpha)
             for feature in text.features:
                 self.text_detectors.append((text, feature, ColumnDriftDetector(
                     text.column, "numerical", text.method, threshold, drift.min_samples,
@@ -81,9 +80,9 @@ class DetectorSuite:
                     text.column, e.method, e.threshold, e.dist, e.pca_components, e.max_rows,
                     drift.min_samples))
         self.column_detectors = [
-            ColumnDriftDetector(c.column, c.kind, c.resolved_method, c.threshold or (
-                alpha if is_pvalue(c.resolved_method) else DISTANCE_DEFAULTS[c.resolved_method]),
-                drift.min_samples)
+            ColumnDriftDetector(c.column, c.kind, c.resolved_method,
+                                _threshold(c.resolved_method, c.threshold, alpha),
+                                drift.min_samples)
             for c in (config.drift_columns() if drift.enabled else ())]
 
     def prepare(self, reference: WindowData | pd.DataFrame) -> PreparedReference:
@@ -124,11 +123,11 @@ class DetectorSuite:
             ref_values = ref.features.get(text.column, {}).get(feature)
             cur_values = current_features[text.column].get(feature)
             results.append(detector.evaluate(_or_empty(ref_values), _or_empty(cur_values)))
-        for detector in self.embedding_detectors:
-            dim = _dim(ref.data.embeddings, cur.embeddings, detector.column)
-            results.append(detector.evaluate(
-                ref.data.embeddings.get(detector.column, np.empty((0, dim))),
-                cur.embeddings.get(detector.column, np.empty((0, dim)))))
+        for emb in self.embedding_detectors:
+            dim = _dim(ref.data.embeddings, cur.embeddings, emb.column)
+            results.append(emb.evaluate(
+                ref.data.embeddings.get(emb.column, np.empty((0, dim))),
+                cur.embeddings.get(emb.column, np.empty((0, dim)))))
         for detector in self.column_detectors:
             kind = np.float64 if detector.kind == "numerical" else object
             results.append(detector.evaluate(_column(rf, detector.column, kind),
@@ -138,6 +137,8 @@ class DetectorSuite:
     def _accuracy(self, rf: pd.DataFrame, cf: pd.DataFrame) -> tuple[DetectorResult, ...]:
         assert self.accuracy is not None
         acc = self.config.accuracy
+        ref: tuple[np.ndarray, np.ndarray | None]
+        cur: tuple[np.ndarray, np.ndarray | None]
         if self.config.task == "generation":
             ref = (_column(rf, acc.rating_column, np.float64), None)
             cur = (_column(cf, acc.rating_column, np.float64), None)
@@ -161,6 +162,14 @@ class DetectorSuite:
         if text.column not in cf:
             return {}
         return ref.text_features(text.column, cf[text.column].astype(str).tolist())
+
+
+def _threshold(method: str, explicit: float | None, alpha: float) -> float:
+    """The configured threshold, else the Bonferroni alpha (p-values) or the method's default
+    distance."""
+    if explicit is not None:
+        return explicit
+    return alpha if is_pvalue(method) else DISTANCE_DEFAULTS[method]
 
 
 def _window(data: WindowData | pd.DataFrame) -> WindowData:
