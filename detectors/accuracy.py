@@ -140,7 +140,9 @@ class AccuracyDetector:
         truth, pred = current
         truth = np.asarray(truth)
         segments = np.asarray(segments)
-        keep = _label_mask(truth)
+        if segments.shape != truth.shape:
+            raise ValueError(f"segments ({segments.shape}) and labels ({truth.shape}) differ")
+        keep = _label_mask(truth) & ~pd.isna(segments)  # a row with no segment is in none
         out: list[DetectorResult] = []
         per_segment: dict[str, dict[str, Estimate]] = {}
         names = segments.astype(str)
@@ -168,7 +170,6 @@ class AccuracyDetector:
                 self.name, name, best[0] - worst[0], self.segment_gap_max + margin, "above",
                 n_ref, int(keep.sum())))
         return out
-
 
     def _reference_values(self, reference: tuple[np.ndarray, np.ndarray | None],
                           segments: np.ndarray, seg: str) -> tuple[dict[str, Estimate | None], int]:
