@@ -113,7 +113,8 @@ class RolloutController:
                     raise ValueError(f"rollout {record.id} has unknown phase {record.phase!r}")
         except PermanentDeployError as exc:
             # The new version is at fault (refused, broken): restore the old one everywhere.
-            record = self._roll_back(self._fail(record, str(exc)))
+            # Re-read the record: the step that raised may have stored newer observations.
+            record = self._roll_back(self._fail(self.store.get(record.id), str(exc)))
         return record
 
     def _roll_forward(self, record: RolloutRecord) -> RolloutRecord:

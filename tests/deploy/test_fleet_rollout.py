@@ -4,6 +4,7 @@ state file, under a steady client load: the rollouts the issue promises."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -263,3 +264,16 @@ def test_tampered_version_is_refused(fresh: Fleet, tmp_path: Path) -> None:
     client.close()
     assert answer.model_version == str(fresh.stable)
     assert served_versions(fresh.urls) == dict.fromkeys(fresh.urls, fresh.stable)
+
+
+def test_version_a_replica_cannot_load_is_rolled_back(fresh: Fleet, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(fresh.fp32, broken)
+    (broken / "model.onnx").write_bytes(b"not an onnx graph")  # sums match; the graph does not
+    (broken / "artifact.json").unlink(missing_ok=True)
+    with fresh.load(kafka=False) as load:
+        result = deploy(DeployRequest(MODEL, broken, run_id="broken-graph"),
+                        fresh.config("rolling"), tmp_path / "state.db")
+    assert result.outcome == "rolled_back" and "failed to load" in (result.reason or "")
+    assert served_versions(fresh.urls) == dict.fromkeys(fresh.urls, fresh.stable)
+    assert load.stats.failed == 0, load.stats.failures
