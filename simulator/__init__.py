@@ -6,5 +6,6 @@ Errors (``simulator.errors``)::
 
     SimulatorError
     ├── SimulatorConfigError    a bad scenario or driver setting; fix the config (also ValueError)
-    └── SimulatorRunError       the run could not go on (broker unreachable, every replica down)
+    ├── SimulatorRunError       the run could not go on (broker unreachable)
+    └── RequestFailedError      one unanswered request: counted in the stats, not raised
 """

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.events import FeedbackEvent, InferenceEvent, Output, encode
 from simulator.corpus import BASE_DOMAIN, LABELS
+from simulator.errors import RequestFailedError
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer
@@ -76,14 +77,6 @@ class ReplicaConfig(BaseModel):
 DriverConfig = DirectConfig | ReplicaConfig
 
 
-class RequestFailed(Exception):
-    """A request the fleet did not answer; ``reason`` is its short label in the stats."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 @dataclass(frozen=True)
 class Answer:
     label: str
@@ -127,8 +120,8 @@ class DirectDriver:
     async def close(self) -> None:
         return None
 
-    def _predict(self, request: PlannedRequest) -> tuple[str, str, bool]:
-        """(label, version, failed) of the synthetic model for this request."""
+    def _predict(self, request: PlannedRequest) -> tuple[str, float, str, bool]:
+        """(label, score, version, failed) of the synthetic model for this request."""
         spec = self.config.model
         rng = random.Random(f"{self.seed}:{request.index}:model")
         recovered = spec.recover_at_s is not None and request.offset_s >= spec.recover_at_s
@@ -140,11 +133,11 @@ class DirectDriver:
             accuracy = spec.accuracy.get(request.review.domain, spec.default_accuracy)
         right = rng.random() < accuracy
         label = concept if right else LABELS[1 - LABELS.index(concept)]
-        return label, version, rng.random() < spec.error_rate
+        score = round(0.5 + 0.49 * rng.random(), 4)  # no calibration is simulated
+        return label, score, version, rng.random() < spec.error_rate
 
     async def send(self, request: PlannedRequest) -> Answer:
-        label, version, failed = self._predict(request)
-        score = round(0.6 + 0.39 * random.Random(request.index).random(), 4)
+        label, score, version, failed = self._predict(request)
         event = InferenceEvent(
             request_id=request.request_id, ts=time.time() * 1000, model=self.model_name,
             model_version=version, latency_ms=request.latency_ms,
@@ -157,7 +150,7 @@ class DirectDriver:
                                     value=encode(event))
         future.add_errback(lambda exc: self.stats.count("deliveries_failed"))
         if failed:
-            raise RequestFailed("model_error")
+            raise RequestFailedError("model_error")
         return Answer(label, version, request.latency_ms)
 
 
@@ -194,18 +187,18 @@ class ReplicaDriver:
                 json={"text": request.text, "request_id": request.request_id},
                 headers={REQUEST_ID_HEADER: request.request_id})
         except httpx.HTTPError as exc:
-            raise RequestFailed(f"{type(exc).__name__} @ {url}") from None
+            raise RequestFailedError(f"{type(exc).__name__} @ {url}") from None
         latency_ms = (time.perf_counter() - started) * 1000
         if response.status_code != 200:
-            raise RequestFailed(f"http_{response.status_code} @ {url}")
+            raise RequestFailedError(f"http_{response.status_code} @ {url}")
         try:
             body = response.json()
         except ValueError:
-            raise RequestFailed(f"bad_json @ {url}") from None
+            raise RequestFailedError(f"bad_json @ {url}") from None
         if body.get("request_id") != request.request_id:
-            raise RequestFailed(f"request_id_mismatch @ {url}")
+            raise RequestFailedError(f"request_id_mismatch @ {url}")
         if body.get("label") is None:
-            raise RequestFailed(f"no_label @ {url}")
+            raise RequestFailedError(f"no_label @ {url}")
         return Answer(str(body["label"]), str(body.get("model_version")), latency_ms)
 
 

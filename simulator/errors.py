@@ -2,9 +2,9 @@
 
     SimulatorError
     ├── SimulatorConfigError    permanent: a setting that cannot work; fix it and start again
-    └── SimulatorRunError       the run stopped (broker unreachable); retrying later may work
-
-A request a replica fails is not an error of the simulator: it is counted in the stats.
+    ├── SimulatorRunError       the run stopped (broker unreachable); retrying later may work
+    └── RequestFailedError      one request the fleet did not answer: counted in the stats
+                                under its ``reason``, never raised to the caller
 """
 
 from __future__ import annotations
@@ -20,3 +20,11 @@ class SimulatorConfigError(SimulatorError, ValueError):
 
 class SimulatorRunError(SimulatorError):
     """The run could not go on; what it had done so far is still in the stats."""
+
+
+class RequestFailedError(SimulatorError):
+    """One request that got no answer; ``reason`` is its short label in the stats."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

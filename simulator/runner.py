@@ -20,10 +20,9 @@ from simulator.drivers import (
     KafkaFeedback,
     ReplicaConfig,
     ReplicaDriver,
-    RequestFailed,
     make_producer,
 )
-from simulator.errors import SimulatorConfigError, SimulatorRunError
+from simulator.errors import RequestFailedError, SimulatorConfigError, SimulatorRunError
 from simulator.scenarios import PlannedRequest, Scenario, ScenarioConfig
 from simulator.stats import LiveStats, SimulatorSnapshot
 
@@ -196,6 +195,7 @@ class Simulator:
             if self._stop_sending.is_set():
                 break
             await slots.acquire()
+            self.stats.set_lag(time.monotonic() - start - request.offset_s)
             task = asyncio.create_task(self._one(driver, feedback, request, slots))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
@@ -207,7 +207,7 @@ class Simulator:
         self.stats.request_sent(shifted=request.review.domain != self.config.base_domain)
         try:
             answer = await driver.send(request)
-        except RequestFailed as exc:
+        except RequestFailedError as exc:
             self.stats.request_failed(exc.reason)
             return
         except Exception as exc:  # a driver bug must not kill the run: count it, say what

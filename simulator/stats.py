@@ -58,6 +58,7 @@ class SimulatorSnapshot:
     ok: int
     failed: int
     in_flight: int
+    lag_s: float  # how late the latest request left, against its schedule (fleet too slow)
     failures: dict[str, int]
     deliveries_failed: int  # direct mode: events the broker did not acknowledge
     shifted_sent: int  # requests drawn from the shifted domain
@@ -116,6 +117,7 @@ class LiveStats:
     ok: int = 0
     failed: int = 0
     in_flight: int = 0
+    lag_s: float = 0.0
     deliveries_failed: int = 0
     shifted_sent: int = 0
     labels_scheduled: int = 0
@@ -174,6 +176,10 @@ class LiveStats:
         with self.lock:
             setattr(self, name, getattr(self, name) + delta)
 
+    def set_lag(self, lag_s: float) -> None:
+        with self.lock:
+            self.lag_s = max(0.0, lag_s)
+
     def set_labels_pending(self, n: int) -> None:
         with self.lock:
             self.labels_pending = n
@@ -192,6 +198,7 @@ class LiveStats:
                 elapsed_s=0.0 if self.started is None else time.monotonic() - self.started,
                 planned=self.planned,
                 sent=self.sent, ok=self.ok, failed=self.failed, in_flight=self.in_flight,
+                lag_s=self.lag_s,
                 failures=dict(self.failures), deliveries_failed=self.deliveries_failed,
                 shifted_sent=self.shifted_sent,
                 labels_scheduled=self.labels_scheduled, labels_sent=self.labels_sent,

@@ -23,6 +23,7 @@ def snapshot_table(snapshot: SimulatorSnapshot, title: str = "simulator") -> Tab
     table.add_row("elapsed", f"{snapshot.elapsed_s:.1f} s ({state})")
     table.add_row("requests", f"{snapshot.sent}/{snapshot.planned} sent, {snapshot.ok} ok, "
                               f"{snapshot.failed} failed, {snapshot.in_flight} in flight, "
+                              f"{snapshot.lag_s:.1f} s behind schedule, "
                               f"{snapshot.shifted_sent} from the shifted domain")
     table.add_row("labels", f"{snapshot.labels_sent} sent, {snapshot.labels_pending} waiting, "
                             f"{snapshot.labels_dropped} dropped, "

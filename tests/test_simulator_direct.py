@@ -109,6 +109,7 @@ def test_the_shift_changes_texts_at_t_and_the_synthetic_model_loses_accuracy(
     events = [e for _, e in messages if isinstance(e, InferenceEvent)]
     final = simulator.snapshot()
     assert final.started_at is not None and final.progress == 1.0
+    assert final.lag_s < 1.0  # direct sends keep the schedule
     start = final.started_at
     for event in events:
         plan = plans[event.request_id]

@@ -118,6 +118,8 @@ def simulate(
     console.print(f"[bold]simulate[/] {scenario}: {rate:g} req/s for {duration:g} s, {mode}, "
                   f"labels after {label_delay:g}+U[0,{label_jitter:g}) s for "
                   f"{label_coverage:.0%}; run tag {simulator.scenario.run_tag}")
+    if replica and not kafka:
+        console.print("[yellow]no --kafka: labels are not sent (accuracy is still counted)[/]")
     simulator.start()
     try:
         if quiet:
