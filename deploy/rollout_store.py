@@ -63,6 +63,12 @@ class RolloutRecord:
     def finished(self) -> bool:
         return self.phase in TERMINAL_PHASES
 
+    @property
+    def settled_version(self) -> int | None:
+        """What the fleet serves once this rollout has settled: the new version when it is
+        done, the old one otherwise (rolled back, or still in progress)."""
+        return self.to_version if self.phase == "done" else self.from_version
+
 
 @dataclass(frozen=True)
 class RolloutEvent:

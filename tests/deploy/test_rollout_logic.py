@@ -50,12 +50,13 @@ def test_store_round_trip_and_active_rollout(tmp_path: Path) -> None:
     active = reopened.active("m")
     assert active is not None and active.id == record.id
     assert active.desired[URLS[0]] == 2 and active.observed[URLS[0]] is None
-    assert active.canary_since == 12.5
+    assert active.canary_since == 12.5 and active.settled_version == 1
+    assert reopened.update(active, phase="done").settled_version == 2
     reopened.update(active, phase="rolled_back", reason="canary unhealthy")
     assert reopened.active("m") is None
     assert reopened.latest("m", 2).phase == "rolled_back"  # type: ignore[union-attr]
     kinds = [(e.kind, e.detail.get("to")) for e in reopened.events(record.id)]
-    assert kinds == [("created", None), ("phase", "rolled_back")]
+    assert kinds == [("created", None), ("phase", "done"), ("phase", "rolled_back")]
     # The tables are namespaced so they share the daemon's SQLite file.
     tables = {r[0] for r in sqlite3.connect(path).execute(
         "SELECT name FROM sqlite_master WHERE type='table'")}
