@@ -50,10 +50,19 @@ def replica(
     """Serve models from a repository over HTTP: OIP v2 health/metadata/infer, the repository
     extension (index/load/unload), POST /v2/models/NAME/text for raw text, and one
     InferenceEvent per request to Kafka."""
+    from pydantic import ValidationError
+
     from deploy.replica import ReplicaSettings, serve
 
-    settings = ReplicaSettings.model_validate(dict(
-        repository=repository, models=model or [], host=host, port=port, name=name,
-        kafka=kafka, topic=topic, sample_rate=sample_rate, device=device, threads=threads,
-        workers=workers, max_batch=max_batch, batch_wait_ms=batch_wait_ms))
+    try:
+        settings = ReplicaSettings.model_validate(dict(
+            repository=repository, models=model or [], host=host, port=port, name=name,
+            kafka=kafka, topic=topic, sample_rate=sample_rate, device=device, threads=threads,
+            workers=workers, max_batch=max_batch, batch_wait_ms=batch_wait_ms))
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"])
+            typer.secho(f"--{where.replace('_', '-')}: {error['msg']}", fg=typer.colors.RED,
+                        err=True)
+        raise typer.Exit(2) from None
     serve(settings)

@@ -205,6 +205,10 @@ def test_cli_help_documents_the_options(tmp_path: Path) -> None:
     for option in ("--repository", "--model", "--port", "--kafka", "--sample-rate",
                    "--device", "--threads", "--max-batch", "--batch-wait-ms"):
         assert option in out.stdout
+    bad = subprocess.run([sys.executable, "-c", "from daemon.cli import main; main()",
+                          "replica", "--repository", str(tmp_path), "--device", "gpu"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--device" in bad.stderr
 
 
 def test_prometheus_metrics_count_what_was_served(
