@@ -31,10 +31,10 @@ class Traffic:
         return [" ".join(chunk) for chunk in np.split(words, cuts)]
 
     def embeddings(self, n: int, shift: float = 0.0) -> np.ndarray:
-        z = self.rng.normal(size=(n, self.spread.shape[0])) @ self.spread
-        z += self.rng.normal(scale=0.02, size=z.shape) + self.centre
+        z = (self.rng.standard_normal((n, self.spread.shape[0])) @ self.spread).astype(np.float32)
+        z += 0.02 * self.rng.standard_normal(z.shape, dtype=np.float32) + self.centre
         z[:, :16] += shift  # a topic change moves many directions at once
-        return (z / np.linalg.norm(z, axis=1, keepdims=True)).astype(np.float32)
+        return z / np.linalg.norm(z, axis=1, keepdims=True)
 
     def frame(self, n: int, *, accuracy: float = 0.9, latency_scale: float = 20.0,
               label_share: float = 1.0, vocab_offset: int = 0) -> pd.DataFrame:
