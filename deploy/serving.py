@@ -110,7 +110,13 @@ class ModelServer:
 
     async def predict(self, name: str, text: str, version: int | None = None,
                       max_new_tokens: int = 16) -> Prediction:
-        self.get(name, version)
+        slot = self.get(name, version)
+        if version is not None:
+            # Pinned: run on the slot it asked for, even if a swap lands while it waits.
+            loop = asyncio.get_running_loop()
+            answers = await loop.run_in_executor(self._pool, _run_slot, slot,
+                                                 [_Item(text, max_new_tokens)])
+            return answers[0]
         batcher = self._batchers.get(name)
         if batcher is None:
             batcher = MicroBatcher(lambda items: self._run_batch(name, items), self._pool,
