@@ -140,10 +140,11 @@ def test_a_model_alert_starts_its_pipeline_and_an_ops_alert_pages_only(
     token_file.write_text(TOKEN)
     oncall = OnCall()
     oncall.thread.start()
+    daemon = DaemonProcess(tmp_path, _daemon_config(broker.bootstrap, tmp_path))
     try:
-        with DaemonProcess(tmp_path, _daemon_config(broker.bootstrap, tmp_path)) as daemon, \
-                _alertmanager(tmp_path, _alertmanager_config(daemon.port, token_file,
-                                                             oncall.url)) as am:
+        daemon.start()  # inside the try: a daemon that never gets ready is still killed
+        with _alertmanager(tmp_path, _alertmanager_config(daemon.port, token_file,
+                                                          oncall.url)) as am:
             model_alert = _alert(alertname="LifeguardDetectorBreached", model="sentiment",
                                  version="1", detector="drift", metric="score", column="text")
             ops_alert = _alert(alertname="LifeguardModelSilent", model="sentiment")
@@ -161,6 +162,7 @@ def test_a_model_alert_starts_its_pipeline_and_an_ops_alert_pages_only(
             audit = httpx.get(daemon.url + "/api/v1/audit", params={"model": "sentiment"},
                               timeout=5).json()["entries"]
     finally:
+        daemon.kill()
         oncall.server.shutdown()
     assert (run["pipeline"], run["source"], run["state"]) == ("retrain", "alert", "dry_run")
     assert detail["evidence"]["labels"]["alertname"] == "LifeguardDetectorBreached"
