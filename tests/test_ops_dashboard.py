@@ -364,3 +364,11 @@ def _check(stack: Stack, checks: list[tuple[str, str]]) -> None:
     assert errors == [], "\n".join(errors)
     assert empty == [], "\n".join(empty)
     assert excused < len(checks) / 2  # most queries really were checked against data
+
+
+def test_the_daemons_exposition_passes_promtool_lint(stack: Stack) -> None:
+    """Naming and typing as Prometheus expects (counters end in _total, units in names...)."""
+    done = subprocess.run(["promtool", "check", "metrics"], input=stack.daemon.metrics(),
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {"lifeguard_events_total", "lifeguard_detector_statistic"} <= stack.exported
