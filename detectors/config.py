@@ -33,6 +33,14 @@ class LatencyConfig(_Strict):
     error_rate_max: float | None = Field(default=0.05, ge=0, le=1)
     min_samples: int = Field(default=100, ge=1)
 
+    @model_validator(mode="after")
+    def _something_to_check(self) -> LatencyConfig:
+        if self.enabled and (self.p50_ms, self.p95_ms, self.p99_ms,
+                             self.error_rate_max) == (None, None, None, None):
+            raise ValueError("latency is enabled with nothing to check: set an SLO, a "
+                             "ceiling, or enabled: false")
+        return self
+
 
 class AccuracyConfig(_Strict):
     """Quality on joined labels: accuracy and macro F1 (classification) or mean rating (generation).

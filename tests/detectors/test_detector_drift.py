@@ -97,6 +97,12 @@ def test_config_rejects_misspellings_and_mismatched_methods() -> None:
         TextDrift(column="t", method="kolmogorov")
     with pytest.raises(ValidationError, match="max_rows"):
         EmbeddingDrift(method="mmd")
+    with pytest.raises(ValidationError, match="nothing to check"):
+        SuiteConfig.model_validate({"latency": {"p95_ms": None, "error_rate_max": None}})
+    # Off is fine: the suite then simply has no latency detector.
+    off = SuiteConfig.model_validate({"latency": {"enabled": False, "p95_ms": None,
+                                                  "error_rate_max": None}})
+    assert DetectorSuite(off).latency is None
     with pytest.raises(ValueError):
         DetectorResult.judge("d", "m", 1.0, 0.5, "sideways", 0, 0)
 
