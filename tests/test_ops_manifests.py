@@ -4,6 +4,7 @@ port, path and label that ties them to each other and to the daemon agrees."""
 from __future__ import annotations
 
 import configparser
+import importlib.util
 import shlex
 import shutil
 import subprocess
@@ -150,12 +151,23 @@ def test_kustomization_lists_every_manifest_in_one_namespace() -> None:
     assert set(kustomization["resources"]) == files
     docs = _manifests()
     assert set(docs) == {"Namespace", "ConfigMap", "Secret", "StatefulSet", "Service",
-                         "ServiceMonitor"}
+                         "ServiceMonitor", "PrometheusRule"}
     namespace = docs["Namespace"]["metadata"]["name"]
     assert kustomization["namespace"] == namespace
     for kind, doc in docs.items():
         if kind != "Namespace":
             assert doc["metadata"]["namespace"] == namespace, kind
+
+
+def test_the_prometheusrule_is_the_rule_files_regenerated() -> None:
+    spec = importlib.util.spec_from_file_location("ops_prometheusrule", K8S / "prometheusrule.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (K8S / "prometheusrule.yaml").read_text() == module.render()
+    groups = [g for path in sorted((OPS / "prometheus" / "rules").glob("*.yml"))
+              for g in yaml.safe_load(path.read_text())["groups"]]
+    assert _manifests()["PrometheusRule"]["spec"]["groups"] == groups
 
 
 def _unit() -> configparser.RawConfigParser:

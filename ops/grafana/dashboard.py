@@ -272,6 +272,10 @@ def build() -> dict[str, Any]:
              f'alertstate="firing", {M}}}', "step": "60s",
              "titleFormat": "{{alertname}}", "textFormat": "{{model}} {{pipeline}}",
              "useValueForTime": False},
+            {"name": "served version changes", "datasource": DATASOURCE, "enable": True,
+             "iconColor": "blue", "expr": "changes(lifeguard_replica_model_version"
+             f"{{{M}}}[2m]) > 0", "step": "60s", "titleFormat": "{{model}} version change",
+             "textFormat": "{{instance}}", "useValueForTime": False},
         ]},
         "templating": {"list": [
             {"name": "datasource", "label": "Prometheus", "type": "datasource",
