@@ -112,7 +112,14 @@ def publish(
     try:
         metadata = build(tmp)
         record = write_record(tmp, step, key, run_id, metadata, inputs)
-        os.rename(tmp, final)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another worker published the same key first: same inputs, its copy
+            other = read_record(final)
+            if other is None or other.get("key") != key:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            return Published(final, other, cached=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
