@@ -23,6 +23,7 @@ import httpx
 import pytest
 import yaml
 from procs import DaemonProcess, wait_until
+from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.broker import LocalBroker, ensure_topics, free_port
@@ -49,14 +50,6 @@ GRAFANA_VARS = {"$__rate_interval": "30s", "$model": ".*", "$version": ".*"}
 MAY_BE_EMPTY = {
     "lifeguard_consumer_errors_total": "only after the consumer loop hits an error",
     "lifeguard_replayed_events_total": "only after a restart with kafka.replay_messages set",
-    # The reference replicas' own metrics: no replica runs here (its ONNX model takes a minute
-    # to build); tests/deploy scrape them from real replicas.
-    "lifeguard_replica_model_version": "no replica in this setup",
-    "lifeguard_replica_requests_total": "no replica in this setup",
-    "lifeguard_replica_request_seconds_bucket": "no replica in this setup",
-    "lifeguard_replica_batch_size_sum": "no replica in this setup",
-    "lifeguard_replica_batch_size_count": "no replica in this setup",
-    "lifeguard_replica_events_total": "no replica in this setup",
     "ALERTS": "Prometheus's own series; no alert has been firing for its `for:` yet",
 }
 _NAME = re.compile(r"\b(ALERTS|[a-z_]*:?lifeguard_[a-z0-9_:]*)")
@@ -165,19 +158,62 @@ class Prometheus:
                 self.proc.wait(5)
 
 
-def _prometheus_config(target: str) -> dict[str, Any]:
-    """The shipped config, pointed at the test daemon, scraping and evaluating every second."""
+def _prometheus_config(daemon: str, replica: str) -> dict[str, Any]:
+    """The shipped config, pointed at the test daemon and replica, every second."""
     config = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config.pop("alerting")  # no Alertmanager here
     config["rule_files"] = [str(OPS / "prometheus" / f) for f in config["rule_files"]]
-    # Only the daemon's job: no replica runs here.
-    config["scrape_configs"] = [j for j in config["scrape_configs"]
-                                if j["job_name"] == "lifeguard"]
-    (job,) = config["scrape_configs"]
-    job.update(scrape_interval="1s", scrape_timeout="1s")
-    job["static_configs"][0]["targets"] = [target]
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert set(jobs) == {"lifeguard", "lifeguard-replicas"}
+    for name, target in (("lifeguard", daemon), ("lifeguard-replicas", replica)):
+        jobs[name].update(scrape_interval="1s", scrape_timeout="1s")
+        jobs[name]["static_configs"][0]["targets"] = [target]
     return config
+
+
+class ReplicaExposition:
+    """The reference replica's metrics code (deploy.replica_metrics) served in this process,
+    fed a steady trickle of requests: a real exposition without building an ONNX model."""
+
+    def __init__(self) -> None:
+        from deploy.emitter import EmitterStats
+        from deploy.replica_metrics import ReplicaMetrics
+
+        self.port = free_port()
+        self.registry = CollectorRegistry()
+        self.stats = EmitterStats()
+        self.scrapes = 0
+        self.metrics = ReplicaMetrics(self.registry, self.stats, self._loaded)
+        self.rng = random.Random(3)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ops-replica", daemon=True)
+        self._server: Any = None
+
+    def _loaded(self) -> dict[str, int]:
+        """Version 1 for the first scrapes, then 2: a promotion, as the dashboard marks it."""
+        self.scrapes += 1
+        return {"sentiment": 1 if self.scrapes <= 3 else 2}
+
+    def start(self) -> ReplicaExposition:
+        self._server, _ = start_http_server(self.port, "127.0.0.1", self.registry)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            for _ in range(5):
+                ok = self.rng.random() > 0.02
+                self.metrics.observe("sentiment", 2, ok, self.rng.uniform(0.002, 0.02))
+                self.stats.sent += 1
+            self.metrics.batch_size.observe(self.rng.choice((1, 2, 4)))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        if self._server is not None:
+            self._server.shutdown()
 
 
 class Traffic:
@@ -226,9 +262,14 @@ class Traffic:
             self._thread.join(10)
 
 
+def replica_text(replica: ReplicaExposition) -> str:
+    return httpx.get(f"http://127.0.0.1:{replica.port}/metrics", timeout=5).text
+
+
 @dataclass
 class Stack:
     daemon: DaemonProcess
+    replica: ReplicaExposition
     prometheus: Prometheus
     exported: set[str]  # metric names on the daemon's own /metrics
 
@@ -251,25 +292,31 @@ def stack(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iter
               "state": {"path": str(tmp / "state" / "lifeguard.db"),
                         "artifacts_dir": str(tmp / "state" / "artifacts")}}
     daemon = DaemonProcess(tmp, config)
+    replica = ReplicaExposition()
     prometheus = None
     try:
         daemon.start()  # inside the try: a daemon that never gets ready is still killed
         traffic.start()
-        prometheus = Prometheus(tmp, _prometheus_config(f"127.0.0.1:{daemon.port}"))
+        replica.start()
+        prometheus = Prometheus(tmp, _prometheus_config(f"127.0.0.1:{daemon.port}",
+                                                        f"127.0.0.1:{replica.port}"))
         prometheus.start()
         # A few scrapes of moving counters, and a first evaluation of the recording rules.
         wait_until(lambda: prometheus.series(
             "count_over_time(lifeguard_events_total[1m]) >= 4")
             and prometheus.series("model_version:lifeguard_events:rate5m > 0")
+            and prometheus.series("changes(lifeguard_replica_model_version[1m]) > 0")
             and len(prometheus.series('lifeguard_detector_breached{detector="latency", '
                                       'metric="error_rate", version="2"} == 1')) == 2,
             60, 0.5,
             "prometheus scrapes of a busy daemon")
-        exported = {sample.name for family in text_string_to_metric_families(daemon.metrics())
+        exported = {sample.name for text in (daemon.metrics(), replica_text(replica))
+                    for family in text_string_to_metric_families(text)
                     for sample in family.samples}
-        yield Stack(daemon, prometheus, exported)
+        yield Stack(daemon, replica, prometheus, exported)
     finally:
         traffic.stop()
+        replica.stop()
         if prometheus is not None:
             prometheus.stop()
         daemon.kill()
@@ -366,9 +413,10 @@ def _check(stack: Stack, checks: list[tuple[str, str]]) -> None:
     assert excused < len(checks) / 2  # most queries really were checked against data
 
 
-def test_the_daemons_exposition_passes_promtool_lint(stack: Stack) -> None:
+def test_the_expositions_pass_promtool_lint(stack: Stack) -> None:
     """Naming and typing as Prometheus expects (counters end in _total, units in names...)."""
-    done = subprocess.run(["promtool", "check", "metrics"], input=stack.daemon.metrics(),
-                          capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stdout + done.stderr
+    for text in (stack.daemon.metrics(), replica_text(stack.replica)):
+        done = subprocess.run(["promtool", "check", "metrics"], input=text,
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stdout + done.stderr
     assert {"lifeguard_events_total", "lifeguard_detector_statistic"} <= stack.exported
