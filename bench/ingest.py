@@ -13,16 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from daemon.app import Daemon  # noqa: E402
-from daemon.broker import LocalBroker, ensure_topics  # noqa: E402
-from daemon.config import parse_config  # noqa: E402
-from daemon.traffic import encoded, inference_record, make_producer, produce  # noqa: E402
+from daemon.app import Daemon
+from daemon.broker import LocalBroker, ensure_topics
+from daemon.config import parse_config
+from daemon.traffic import encoded, inference_record, make_producer, produce
 
 TOPIC = "inference"
 
@@ -33,13 +29,11 @@ def plain_consumer(bootstrap: str, total: int) -> float:
     consumer = KafkaConsumer(TOPIC, bootstrap_servers=bootstrap, group_id="bench-plain",
                              enable_auto_commit=False, auto_offset_reset="earliest",
                              session_timeout_ms=6000, heartbeat_interval_ms=1000)
-    seen = 0
     start = 0.0
-    for message in consumer:
-        if seen == 0:
+    for seen, message in enumerate(consumer, start=1):
+        if seen == 1:
             start = time.perf_counter()
         json.loads(message.value)
-        seen += 1
         if seen == total:
             break
     elapsed = time.perf_counter() - start
