@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from daemon.api import create_router
 from daemon.cli import app
-from daemon.cli.oncall import parse_since
+from daemon.cli.oncall import parse_since, summarize
 from daemon.http import ApiServer, create_app
 from daemon.runs import RunState
 from daemon.store import StateStore
@@ -103,3 +103,14 @@ def test_parse_since_forms() -> None:
     assert abs(parse_since("2h") - (now - 7200)) < 5
     assert parse_since("1700000000") == 1_700_000_000
     assert parse_since("2023-11-14T22:13:20Z") == 1_700_000_000
+
+
+def test_evidence_summary_is_one_scannable_line() -> None:
+    evidence = {"breaches": [{"key": "drift.length[input_text]", "statistic": 0.4}],
+                "artifacts": {"model": {"path": "/a", "sha256": "ab"}, "onnx": {}},
+                "error": None, "attempt": 2, "nested": {"a": 1},
+                "log_tail": "Traceback...\nRuntimeError: CUDA out of memory\n"}
+    assert summarize(evidence, width=200) == (
+        "breaches=drift.length[input_text] artifacts=model,onnx "
+        "attempt=2 nested={…} log_tail=RuntimeError: CUDA out of memory")
+    assert len(summarize({"k": "x" * 500}, width=50)) == 50

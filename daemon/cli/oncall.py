@@ -85,6 +85,29 @@ def _e(value: object) -> str:
     return escape(str(value))
 
 
+def summarize(evidence: dict[str, Any], width: int = 110) -> str:
+    """Evidence as ``key=value`` pairs an on-call can scan; --json has the whole thing."""
+    parts = []
+    for key, value in evidence.items():
+        if value is None or value == {} or value == []:
+            continue
+        if key == "breaches" and isinstance(value, list):
+            value = [b.get("key", "?") for b in value if isinstance(b, dict)]
+        if key == "artifacts" and isinstance(value, dict):
+            value = sorted(value)  # names; sums and paths are in `show --json`
+        if key == "log_tail" and isinstance(value, str):
+            value = value.strip().splitlines()[-1] if value.strip() else ""
+        if isinstance(value, list) and all(not isinstance(v, dict | list) for v in value):
+            text = ",".join(str(v) for v in value)
+        elif isinstance(value, dict | list):
+            text = "{…}" if isinstance(value, dict) else "[…]"
+        else:
+            text = str(value)
+        parts.append(f"{key}={text}")
+    line = " ".join(parts)
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
 def _print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, sort_keys=True))
 
@@ -114,12 +137,13 @@ def status(url: Url = DEFAULT_URL, as_json: AsJson = False) -> None:
     if as_json:
         return _print_json(answer)
     table = Table(title="lifeguard status", title_justify="left")
-    for column in ("model", "deployed", "last evaluation", "breaches", "active run", "mode"):
+    for column in ("model", "deployed", "last evaluation", "breaches", "run (active or last)",
+                   "mode"):
         table.add_column(column)
     for m in answer["models"]:
         ev = m["last_evaluation"]
         breaches = _e(", ".join(b["key"] for b in ev["breaches"])) if ev else ""
-        run = m["active_run"]
+        run = m["active_run"] or m["last_run"]
         run_text = (f"{run['id']} {_state(run['state'])} {run['step']}/{run['n_steps']}"
                     if run else "-")
         mode = m["mode"] or "-"
@@ -168,7 +192,7 @@ def show(run_id: Annotated[str, typer.Argument(help="The run id.")],
     console.print(f"source {r['source']}, mode {r['mode']}, created {_when(r['created_at'])}")
     if r["error"]:
         console.print(f"[red]error:[/] {_e(r['error'])}")
-    console.print(f"evidence: {_e(json.dumps(r['evidence'], sort_keys=True))}")
+    console.print(f"evidence: {_e(summarize(r['evidence'], width=400))}")
     done = {s["index"]: s for s in r["step_records"]}
     steps = Table(title="steps", title_justify="left")
     for column in ("#", "step", "status", "attempts", "artifacts"):
@@ -186,7 +210,7 @@ def show(run_id: Annotated[str, typer.Argument(help="The run id.")],
     for t in r["transitions"]:
         history.add_row(_when(t["ts"]), t["from_state"] or "-", _state(t["to_state"]),
                         "-" if t["step"] is None else str(t["step"]), _e(t["actor"]),
-                        _e(json.dumps(t["evidence"], sort_keys=True)[:80]))
+                        _e(summarize(t["evidence"])))
     console.print(history)
 
 
@@ -248,5 +272,5 @@ def audit(url: Url = DEFAULT_URL,
         table.add_column(column)
     for e in answer["entries"]:
         table.add_row(_when(e["ts"]), _e(e["actor"]), e["action"], _e(e["model"] or "-"),
-                      e["run_id"] or "-", _e(json.dumps(e["evidence"], sort_keys=True)[:100]))
+                      e["run_id"] or "-", _e(summarize(e["evidence"])))
     _console().print(table)
