@@ -164,6 +164,14 @@ class Runner:
             run = self.store.get_run(run_id)
             if run is None or run.state is not RunState.RUNNING:
                 return
+            done = self.store.steps(run_id)[-1:]
+            if done and done[0].status == RunState.ROLLED_BACK.value:
+                # Checked here, not only after the step: a kill -9 between recording the
+                # step and ending the run must not let the pipeline go on after a rollback.
+                self.store.transition(run_id, RunState.ROLLED_BACK, "runner",
+                                      [RunState.RUNNING], {"step": done[0].name,
+                                                           **done[0].evidence})
+                return
             if run.next_step >= run.n_steps:
                 self.store.transition(run_id, RunState.SUCCEEDED, "runner", [RunState.RUNNING],
                                       {"steps": run.n_steps})
@@ -208,7 +216,7 @@ class Runner:
         return False
 
     def _record(self, run: ActionRun, index: int, result: dict[str, Any], attempt: int) -> bool:
-        """Record a finished step (one transaction); True when the run should go on."""
+        """Record a finished step (one transaction)."""
         step = run.steps[index]
         evidence = dict(result["evidence"])
         if attempt == 0:
@@ -217,11 +225,7 @@ class Runner:
                             artifacts=result["artifacts"], evidence=evidence,
                             attempts=max(attempt, 1))
         self.store.complete_step(run.id, record)
-        if result["status"] == RunState.ROLLED_BACK.value:
-            self.store.transition(run.id, RunState.ROLLED_BACK, "runner", [RunState.RUNNING],
-                                  {"step": step["name"], **result["evidence"]})
-            return False
-        return True
+        return True  # the run loop ends a rolled-back run before the next step
 
     def _finished_before(self, run: ActionRun, index: int) -> dict[str, Any] | None:
         """A successful result a worker wrote before the daemon died, if its artifacts still

@@ -317,3 +317,16 @@ def test_a_result_whose_artifact_changed_is_not_trusted(store: StateStore,
     assert store.get_run(run_id).state is RunState.SUCCEEDED  # type: ignore[union-attr]
     assert "recovered_result" not in store.steps(run_id)[0].evidence
     assert len([ln for ln in _log(tmp_path) if ln.startswith("start")]) == 1
+
+
+def test_a_recorded_rollback_ends_the_run_after_a_crash(store: StateStore,
+                                                        tmp_path: Path) -> None:
+    run_id = queued_run(store, "m", quick_steps(tmp_path / "steps.log", n=2))
+    store.transition(run_id, RunState.RUNNING, "runner", [RunState.QUEUED])
+    # Killed right after the deploy step recorded its rollback, before the run was ended.
+    store.complete_step(run_id, StepRecord(0, "s0", "rolled_back", {}, {"canary": "failed"}))
+    _runner(store, tmp_path).execute(run_id)
+    run = store.get_run(run_id)
+    assert run is not None and run.state is RunState.ROLLED_BACK
+    assert store.transitions(run_id)[-1].evidence == {"step": "s0", "canary": "failed"}
+    assert _log(tmp_path) == []  # step 1 never ran
