@@ -138,6 +138,24 @@ ROWS: list[tuple[str, list[Panel]]] = [
         Panel("Join buffers", q(
             f"sum by (model, buffer) (lifeguard_labels_pending{{{M}}})",
             "{{model}} {{buffer}}"), width=8),
+        Panel("Rows judged at the last evaluation", q(
+            f"max by (model, version, window) (lifeguard_detector_samples{{{MV}}})",
+            "{{model}} v{{version}} {{window}}"), width=8,
+              description="The most rows any detector saw, per window (labels can be fewer)."),
+        Panel("Age of the data last evaluated", q(
+            f"time() - max by (model, version) "
+            f"(lifeguard_last_evaluation_timestamp_seconds{{{MV}}})",
+            "{{model}} v{{version}}"), unit="s", width=8,
+              description="Event time of the newest row in the last evaluated window."),
+        Panel("Dropped at the memory caps / s", (
+            Query(f"sum by (model, buffer) (rate(lifeguard_labels_dropped_total{{{M}}}{RATE}))",
+                  "join {{model}} {{buffer}}"),
+            Query(f"sum(rate(lifeguard_untracked_events_total{RATE}))", "untracked models"),
+            Query(f"sum by (model) (rate(lifeguard_window_evicted_events_total{{{M}}}{RATE}))",
+                  "evicted from window {{model}}")), unit="reqps", width=8,
+              description="Memory is bounded by configuration: what the caps push out is "
+              "counted here. Window evictions are normal; join drops and untracked events are "
+              "not."),
     ]),
     ("Serving fleet (reference replicas)", [
         Panel("Version served, per replica", q(
