@@ -82,7 +82,7 @@ def _dashboard_queries() -> list[tuple[str, str]]:
     for var in board["templating"]["list"]:
         if var["type"] != "query":
             continue
-        call = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", var["query"]["query"])
+        call = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", var["query"])
         assert call, f"variable {var['name']}: only label_values(selector, label) is used"
         # label_values(selector, label) is Grafana's; the PromQL it stands for:
         found.append((f"variable ${var['name']}", f"count by ({call[2]}) ({call[1]})"))

@@ -207,7 +207,7 @@ ROWS: list[tuple[str, list[Panel]]] = [
 
 def variable(name: str, label: str, query: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "label": label, "type": "query", "datasource": DATASOURCE,
-            "query": {"query": query, "refId": f"{name}-var"}, "definition": query,
+            "query": query, "definition": query,
             "refresh": 2, "sort": 1, "multi": True, "includeAll": True, "allValue": ".*",
             "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, **extra}
 
