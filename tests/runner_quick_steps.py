@@ -77,5 +77,7 @@ def crash(inputs: StepInputs) -> StepOutcome:
 
 
 def hang(inputs: StepInputs) -> StepOutcome:
+    if "log" in inputs.params:
+        _append(Path(inputs.params["log"]), f"hanging pid={os.getpid()}")
     time.sleep(600)
     raise AssertionError("unreachable")
