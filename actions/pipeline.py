@@ -33,6 +33,29 @@ _POLICY_FIELDS = set(ActionPolicy.model_fields)
 _TRAIN_FIELDS = set(TrainConfig.model_fields)
 
 
+_CONTEXT_FIELDS = {"device", "threads", "reference"}
+_DEPLOY_FIELDS = {"gate_scores", "trigger"}
+
+
+def check_params(step: str, params: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the first param ``step`` would refuse: the config loader calls
+    this, so a misspelled param fails at start-up instead of in a run hours later."""
+    if step == "deploy":
+        unknown = sorted(set(params) - _DEPLOY_FIELDS)
+        if unknown:
+            raise ValueError(f"deploy takes no param {unknown[0]!r} (the rollout strategy and "
+                             "canary settings live in `fleet.rollout`)")
+        return
+    policy = {k: v for k, v in params.items() if k in _POLICY_FIELDS}
+    train = {k: v for k, v in params.items() if k in _TRAIN_FIELDS}
+    unknown = sorted(set(params) - _POLICY_FIELDS - _TRAIN_FIELDS - _CONTEXT_FIELDS)
+    if unknown:
+        known = sorted(_POLICY_FIELDS | _TRAIN_FIELDS | _CONTEXT_FIELDS)
+        raise ValueError(f"unknown param {unknown[0]!r}; {step} takes: {', '.join(known)}")
+    ActionPolicy(**policy)
+    TrainConfig(**train)
+
+
 def context_of(inputs: StepInputs) -> StepContext:
     """A StepContext from the runner's inputs and the worker's environment."""
     policy: dict[str, Any] = {}
@@ -43,7 +66,7 @@ def context_of(inputs: StepInputs) -> StepContext:
             policy[key] = value
         elif key in _TRAIN_FIELDS:
             train[key] = value
-        elif key in ("device", "threads", "reference"):
+        elif key in _CONTEXT_FIELDS:
             extra[key] = value
         else:
             raise PermanentStepError(f"step {inputs.step_name}: unknown param {key!r}",

@@ -141,6 +141,7 @@ class DaemonConfig(Strict):
     def _pipelines_exist(self) -> DaemonConfig:
         policies = {f"models.{i}.policy": m.policy for i, m in enumerate(self.models) if m.policy}
         check_pipeline_refs(policies, self.pipelines)
+        _check_step_params(self.pipelines)
         return self
 
     def policy_settings(self) -> PolicySettings:
@@ -194,3 +195,16 @@ def _describe(exc: ValidationError) -> str:
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
         lines.append(f"{where}: {message}")
     return f"{len(lines)} invalid setting(s)\n  " + "\n  ".join(lines)
+
+
+def _check_step_params(pipelines: dict[str, PipelineConfig]) -> None:
+    """Params of the built-in steps are checked now, not when a run reaches them."""
+    from actions.pipeline import STEP_REFS, check_params
+
+    for name, pipeline in pipelines.items():
+        for i, step in enumerate(pipeline.steps):
+            if step.uses is None and step.name in STEP_REFS:
+                try:
+                    check_params(step.name, step.params)
+                except ValueError as exc:
+                    raise ValueError(f"pipelines.{name}.steps.{i}.params: {exc}") from None

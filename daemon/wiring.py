@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from actions.pipeline import STEP_REFS
 from daemon.config import DaemonConfig
 from daemon.control import ControlPlane
 from daemon.runs import RunState
@@ -21,10 +22,6 @@ from daemon.window_store import WindowStore
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
-
-# Registered names of the steps a pipeline may list; the worker imports them by path.
-STEP_REFS = {name: f"actions.pipeline:{name}" for name in
-             ("fine_tune", "evaluate", "export_onnx", "quantize", "prune", "deploy")}
 
 
 def usable_cores() -> int:

@@ -68,3 +68,27 @@ def test_check_config_command_names_the_misspelled_key(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "daemon.cli", "check-config", str(path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_unknown_step_params_fail_at_load_not_in_a_run() -> None:
+    pipeline = {"steps": [{"name": "fine_tune", "params": {"epochs": 1}},
+                          {"name": "evaluate", "params": {"min_improvement": 0.1}}]}
+    with pytest.raises(ConfigError, match=r"pipelines.retrain.steps.1.params: unknown param "
+                                          r"'min_improvement'"):
+        parse_config({"pipelines": {"retrain": pipeline}})
+    with pytest.raises(ConfigError, match="gate_floor"):
+        parse_config({"pipelines": {"retrain": {"steps": [
+            {"name": "evaluate", "params": {"gate_floor": 2.0}}]}}})
+    with pytest.raises(ConfigError, match=r"fleet\.rollout"):
+        parse_config({"pipelines": {"retrain": {"steps": [
+            {"name": "deploy", "params": {"strategy": "canary"}}]}}})
+    custom = {"steps": [{"name": "mine", "uses": "pkg.mod:fn", "params": {"anything": 1}}]}
+    assert parse_config({"pipelines": {"custom": custom}}).pipelines["custom"]
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    from pathlib import Path as _Path
+
+    example = _Path(__file__).resolve().parents[1] / "examples" / "lifeguard.yaml"
+    config = load_config(example)
+    assert config.pipelines and config.fleet is not None

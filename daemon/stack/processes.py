@@ -42,6 +42,7 @@ class LoopSettings:
     canary_events: int = 150
     canary_labels: int = 40
     train_epochs: int = 2
+    train_lr: float = 5e-5  # MiniLM; a tiny model trained from scratch wants ~2e-3
     train_max_length: int = 64
     embedding_sample: int = 150
     extra_model: dict[str, Any] = field(default_factory=dict)
@@ -129,7 +130,7 @@ class Stack:
             **s.extra_model,
         }
         train = {"epochs": s.train_epochs, "max_length": s.train_max_length,
-                 "batch_size": 32, "learning_rate": 5e-5}
+                 "batch_size": 32, "learning_rate": s.train_lr}
         return {
             "kafka": {"bootstrap_servers": [self.broker.bootstrap], "topics": [TOPIC],
                       "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
