@@ -34,12 +34,16 @@ def read_topic(bootstrap: str, topic: str, expected: int,
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=1000)
+                             enable_auto_commit=False)
     out: list[tuple[bytes, InferenceEvent | FeedbackEvent]] = []
     deadline = time.monotonic() + timeout_s
     try:
         while len(out) < expected and time.monotonic() < deadline:
-            out.extend((message.key, decode(message.value)) for message in consumer)
+            for batch in consumer.poll(timeout_ms=500).values():
+                out.extend((message.key, decode(message.value)) for message in batch)
+        # Anything beyond the expected count (duplicates) must show up too.
+        for batch in consumer.poll(timeout_ms=300).values():
+            out.extend((message.key, decode(message.value)) for message in batch)
     finally:
         consumer.close()
     return out
@@ -177,3 +181,27 @@ def test_cli_direct_mode_writes_events_and_the_stats_file(broker: LocalBroker,
     assert sum(isinstance(e, FeedbackEvent) for _, e in messages) == stats["labels_sent"] > 100
     bad = CliRunner().invoke(app, ["simulate", "--scenario", "sideways", "--kafka", "x:1"])
     assert bad.exit_code == 2 and "bad settings" in bad.output
+
+
+def test_cli_stops_cleanly_on_sigterm(broker: LocalBroker, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    ensure_topics(broker.bootstrap, {"sim-term": 1})
+    stats_file = tmp_path / "stats.json"
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from daemon.cli import main; main()", "simulate",
+         "--rate", "50", "--duration", "600", "--kafka", broker.bootstrap, "--topic",
+         "sim-term", "--label-delay", "60", "--quiet", "--json", str(stats_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while not read_topic(broker.bootstrap, "sim-term", 1, timeout_s=1):
+        assert time.monotonic() < deadline and process.poll() is None
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output.decode()
+    stats = json.loads(stats_file.read_text())
+    assert stats["done"] and 0 < stats["sent"] < 30_000 and stats["in_flight"] == 0
+    assert stats["labels_abandoned"] == stats["labels_scheduled"] > 0

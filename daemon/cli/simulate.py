@@ -76,6 +76,8 @@ def simulate(
 ) -> None:
     """Send a scenario's traffic and its true labels (FeedbackEvents after the label delay),
     and show the ground-truth accuracy of the answers per phase and model version."""
+    import signal
+
     from pydantic import ValidationError
     from rich.console import Console
     from rich.live import Live
@@ -120,6 +122,8 @@ def simulate(
                   f"{label_coverage:.0%}; run tag {simulator.scenario.run_tag}")
     if replica and not kafka:
         console.print("[yellow]no --kafka: labels are not sent (accuracy is still counted)[/]")
+    # SIGTERM (a supervisor stopping us) ends the run like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     simulator.start()
     try:
         if quiet:
@@ -142,3 +146,7 @@ def simulate(
     if simulator.error is not None:
         console.print(f"[red]{simulator.error}[/]")
         raise typer.Exit(1)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
