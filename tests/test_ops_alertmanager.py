@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -147,8 +148,13 @@ def test_a_model_alert_starts_its_pipeline_and_an_ops_alert_pages_only(
                                                           oncall.url)) as am:
             model_alert = _alert(alertname="LifeguardDetectorBreached", model="sentiment",
                                  version="1", detector="drift", metric="score", column="text")
-            ops_alert = _alert(alertname="LifeguardModelSilent", model="sentiment")
-            posted = httpx.post(am + "/api/v2/alerts", json=[model_alert, ops_alert], timeout=5)
+            ops_alert = _alert(alertname="LifeguardModelErrorRate", model="sentiment",
+                               version="1")
+            # A daemon down, and a consequence of it that must be inhibited.
+            down = _alert(alertname="LifeguardDown", job="lifeguard", instance="lg-1:9464")
+            gone = _alert(alertname="LifeguardModelGone", model="support-bot")
+            posted = httpx.post(am + "/api/v2/alerts", json=[model_alert, ops_alert, down, gone],
+                                timeout=5)
             assert posted.status_code == 200, posted.text
 
             def runs() -> list[dict[str, Any]]:
@@ -156,8 +162,9 @@ def test_a_model_alert_starts_its_pipeline_and_an_ops_alert_pages_only(
                                  timeout=5).json()["runs"]
 
             (run,) = wait_until(runs, 30, 0.5, "a run created by the alert")
-            wait_until(lambda: {"LifeguardDetectorBreached", "LifeguardModelSilent"}
-                       <= oncall.alertnames(), 30, 0.5, "both alerts at on-call")
+            paged = {"LifeguardDetectorBreached", "LifeguardModelErrorRate", "LifeguardDown"}
+            wait_until(lambda: paged <= oncall.alertnames(), 30, 0.5, "the alerts at on-call")
+            time.sleep(3)  # past group_interval: an uninhibited LifeguardModelGone is sent by now
             detail = httpx.get(f"{daemon.url}/api/v1/runs/{run['id']}", timeout=5).json()
             audit = httpx.get(daemon.url + "/api/v1/audit", params={"model": "sentiment"},
                               timeout=5).json()["entries"]
@@ -166,8 +173,9 @@ def test_a_model_alert_starts_its_pipeline_and_an_ops_alert_pages_only(
         oncall.server.shutdown()
     assert (run["pipeline"], run["source"], run["state"]) == ("retrain", "alert", "dry_run")
     assert detail["evidence"]["labels"]["alertname"] == "LifeguardDetectorBreached"
-    # The ops alert never reached the daemon: nothing was ignored or suppressed for it.
-    assert not [e for e in audit if "LifeguardModelSilent" in json.dumps(e)]
+    # The ops alerts never reached the daemon: nothing was ignored or suppressed for them.
+    assert not [e for e in audit if "LifeguardModelErrorRate" in json.dumps(e)]
+    assert oncall.alertnames() == paged  # LifeguardModelGone inhibited by LifeguardDown
     # On-call got the model alert too (continue: true), with the pipeline label intact.
     pages = [a for p in oncall.payloads for a in p["alerts"]]
     assert {a["labels"].get("pipeline") for a in pages

@@ -93,6 +93,14 @@ def test_statefulset_runs_the_configmap_with_its_state_on_the_volume() -> None:
     assert PurePosixPath(config.state.path).is_relative_to(state_mount)
     assert PurePosixPath(config.state.artifacts_dir).is_relative_to(state_mount)
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    # The model repository is shared with the fleet: its own ReadWriteMany claim.
+    assert config.fleet is not None
+    (repo_volume,) = [n for n, p in mounts.items()
+                      if PurePosixPath(config.fleet.repository).is_relative_to(p)
+                      and n != claim["metadata"]["name"]]
+    pvc = volumes[repo_volume]["persistentVolumeClaim"]["claimName"]
+    assert pvc == docs["PersistentVolumeClaim"]["metadata"]["name"]
+    assert docs["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
     # A read-only root filesystem needs a writable /tmp.
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert "emptyDir" in volumes[next(n for n, p in mounts.items() if str(p) == "/tmp")]
@@ -151,7 +159,7 @@ def test_kustomization_lists_every_manifest_in_one_namespace() -> None:
     assert set(kustomization["resources"]) == files
     docs = _manifests()
     assert set(docs) == {"Namespace", "ConfigMap", "Secret", "StatefulSet", "Service",
-                         "ServiceMonitor", "PrometheusRule"}
+                         "ServiceMonitor", "PrometheusRule", "PersistentVolumeClaim"}
     namespace = docs["Namespace"]["metadata"]["name"]
     assert kustomization["namespace"] == namespace
     for kind, doc in docs.items():
