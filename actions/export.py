@@ -71,7 +71,8 @@ def _export(wrapper: Any, example: tuple[Any, Any], path: Path) -> str:
     import torch
 
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
-    names = {"input_names": ["input_ids", "attention_mask"], "output_names": ["logits"]}
+    names: dict[str, Any] = {"input_names": ["input_ids", "attention_mask"],
+                             "output_names": ["logits"]}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

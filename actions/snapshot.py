@@ -121,7 +121,8 @@ def split_holdout(rows: Sequence[Row], fraction: float) -> tuple[list[Row], list
     """(train, holdout) by request_id hash; the same call always makes the same split."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
-    train, holdout = [], []
+    train: list[Row] = []
+    holdout: list[Row] = []
     for row in rows:
         (holdout if in_holdout(row.request_id, fraction) else train).append(row)
     return train, holdout

@@ -107,11 +107,12 @@ class TorchModel:
 
         out = []
         for start in range(0, len(texts), batch_size):
-            rows, starts = [], []
+            rows: list[list[int]] = []
+            starts: list[int] = []
             for k in range(start, min(start + batch_size, len(texts))):
                 prompt = prompts[k] if prompts is not None else ""
-                ids, first = encode_lm_pair(self.tokenizer, prompt, texts[k], self.max_length)
-                rows.append(ids)
+                row, first = encode_lm_pair(self.tokenizer, prompt, texts[k], self.max_length)
+                rows.append(row)
                 starts.append(first)
             ids, mask, lengths = pad_right(rows, pad_id(self.tokenizer))
             logits = self.logits_from_ids(torch.from_numpy(ids), torch.from_numpy(mask))
@@ -140,7 +141,8 @@ def load_torch_model(
     task = task_of(config)
     cls = AutoModelForSequenceClassification if task == SEQ_CLS else AutoModelForCausalLM
     # use_safetensors: never unpickle weights (DESIGN: no pickle from untrusted places)
-    model = cls.from_pretrained(str(model_dir), use_safetensors=True, dtype="float32").to(dev)
+    model: Any = cls.from_pretrained(str(model_dir), use_safetensors=True, dtype="float32")
+    model = model.to(dev)
     model.train(train)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if tokenizer.pad_token_id is None:
@@ -148,9 +150,10 @@ def load_torch_model(
     labels: tuple[str, ...] = ()
     if task == SEQ_CLS:
         labels = tuple(config.id2label[i] for i in range(config.num_labels))
-    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 512)
-    tok_limit = tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else limit
-    return TorchModel(model, tokenizer, task, labels, int(min(limit, tok_limit)), dev)
+    limit = int(getattr(config, "max_position_embeddings", None)
+                or getattr(config, "n_positions", None) or 512)
+    tok_limit = int(tokenizer.model_max_length)
+    return TorchModel(model, tokenizer, task, labels, min(limit, tok_limit), dev)
 
 
 class Scorer(Protocol):

@@ -33,10 +33,11 @@ def collate(
                         max_length=max_length, return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
                 "labels": torch.tensor([y for _, y in examples], dtype=torch.long)}
-    rows, starts = [], []
+    rows: list[list[int]] = []
+    starts: list[int] = []
     for prompt, target in examples:
-        ids, start = encode_lm_pair(tokenizer, prompt, target, max_length, eos=True)
-        rows.append(ids)
+        row, start = encode_lm_pair(tokenizer, prompt, target, max_length, eos=True)
+        rows.append(row)
         starts.append(start)
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id(tokenizer), dtype=torch.long)

@@ -238,12 +238,13 @@ class OnnxCausalLM(_OnnxModel):
         (prompt tokens are context, not scored)."""
         if prompts is not None and len(prompts) != len(texts):
             raise ValueError("prompts and texts must have the same length")
-        rows, starts = [], []
+        rows: list[list[int]] = []
+        starts: list[int] = []
         for k, text in enumerate(texts):
-            ids, start = encode_lm_pair(
+            row, start = encode_lm_pair(
                 self.tokenizer, prompts[k] if prompts is not None else "", text, self.max_length
             )
-            rows.append(ids)
+            rows.append(row)
             starts.append(start)
         if not rows:
             return np.zeros(0, dtype=np.float64)

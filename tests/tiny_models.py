@@ -146,7 +146,7 @@ def build_classifier(
     texts = [t for t, _ in examples]
     tokenizer = train_tokenizer(list(tokenizer_texts or texts), vocab_size=400)
     torch.manual_seed(seed)
-    config = BertConfig(
+    config = BertConfig(  # type: ignore[call-arg]  # num_labels etc. go to PretrainedConfig
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=max_length, type_vocab_size=1,
         num_labels=len(labels), id2label=dict(enumerate(labels)),

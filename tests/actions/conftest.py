@@ -72,7 +72,7 @@ def exported(clf_ctx: StepContext, tuned: StepResult) -> StepResult:
 # --- generators ---
 
 def prompt_rows(domain: str, n: int, seed: int, prefix: str) -> list[dict[str, object]]:
-    rows = []
+    rows: list[dict[str, object]] = []
     for i, (text, _) in enumerate(review_corpus(n, domain, seed)):
         words = text.split()
         rows.append({"request_id": f"{prefix}{i}", "text": " ".join(words[:2]),

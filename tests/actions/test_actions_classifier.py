@@ -244,4 +244,5 @@ def test_pipeline_end_to_end_with_metrics(clf_ctx: StepContext, tmp_path: Path) 
         results[0].metrics["steps"])
     assert registry.get_sample_value(
         "lifeguard_action_steps_finished_total", {"step": "quantize", "outcome": "done"}) == 1
-    assert registry.get_sample_value("lifeguard_action_train_loss", {"step": "fine_tune"}) > 0
+    loss = registry.get_sample_value("lifeguard_action_train_loss", {"step": "fine_tune"})
+    assert loss is not None and loss > 0
