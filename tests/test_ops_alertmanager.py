@@ -1,6 +1,7 @@
 """ops/alertmanager/alertmanager.yml end to end: a real Alertmanager (Debian's
 prometheus-alertmanager) routes a model alert to a real daemon's webhook with the bearer token,
-and the daemon creates a run of the alert's pipeline; an ops alert reaches on-call only."""
+and the daemon creates a run of the alert's pipeline; an ops alert reaches on-call only, and
+the consequences of a down daemon are inhibited."""
 
 from __future__ import annotations
 
@@ -134,7 +135,7 @@ def _alert(**labels: str) -> dict[str, Any]:
             "startsAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}
 
 
-def test_a_model_alert_starts_its_pipeline_and_an_ops_alert_pages_only(
+def test_model_alerts_start_pipelines_ops_alerts_page_and_consequences_are_inhibited(
         broker: LocalBroker, tmp_path: Path) -> None:
     ensure_topics(broker.bootstrap, {TOPIC: 3, f"{TOPIC}.dlq": 1})
     token_file = tmp_path / "token"
