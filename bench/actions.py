@@ -61,7 +61,8 @@ def run_pipeline(work: Path, threads: int, device: str) -> dict[str, Any]:
             print(f"    {p.step} step {p.current}/{p.total} loss {p.loss:.4f}", flush=True)
 
     ctx = StepContext(
-        run_id="bench", model_dir=champion, output_dir=work / "out", snapshot=snapshot,
+        # outputs are content-addressed and the device is not an input: one folder per device
+        run_id="bench", model_dir=champion, output_dir=work / f"out-{device}", snapshot=snapshot,
         champion_dir=champion, device=device, threads=threads,  # type: ignore[arg-type]
         progress=show,
         train=TrainConfig(epochs=1, batch_size=16, learning_rate=1e-4, max_length=SEQ,
@@ -81,7 +82,9 @@ def run_pipeline(work: Path, threads: int, device: str) -> dict[str, Any]:
           f"{gate['rows']} holdout rows -> {'pass' if gate['passed'] else 'fail'}")
     print(f"  quantize: shipped {q.metrics['precision']}"
           + (f" (fallback: {q.metrics['reason']})" if q.metrics["fallback"] else ""))
-    print(f"  total {sum(seconds.values()):.1f} s")
+    cached = all(r.cached for r in results.values())
+    print(f"  total {sum(seconds.values()):.1f} s"
+          + (" (cached: an earlier run in this workdir did the work)" if cached else ""))
     return {"torch": results["fine_tune"].model_dir,
             "fp32": results["export_onnx"].model_dir, "int8": q.model_dir,
             "int8_is_int8": q.metrics["precision"] == "int8", "seconds": seconds}
@@ -165,9 +168,12 @@ def main() -> None:
     if torch.cuda.is_available():
         from deploy.inference import cuda_usable
 
+        run_pipeline(work, args.threads, "cuda")  # fine-tuning on the GPU, timed
         if cuda_usable():
             gpu = latencies(dirs, args.threads, args.rounds, "cuda")
             print("CUDA: " + ", ".join(f"{k} {v:.2f} ms" for k, v in gpu.items()))
+        else:
+            print("onnxruntime's CUDA provider cannot load here: ORT GPU numbers not measured")
     else:
         print("no CUDA device: GPU numbers not measured")
 
