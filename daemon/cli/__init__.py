@@ -21,6 +21,7 @@ def _root() -> None:
 
 
 # Registration side effects: each module adds its commands to ``app``.
+from daemon.cli import actions as _actions  # noqa: E402,F401
 from daemon.cli import broker as _broker  # noqa: E402,F401
 from daemon.cli import demo as _demo  # noqa: E402,F401
 from daemon.cli import oncall as _oncall  # noqa: E402,F401
