@@ -73,7 +73,9 @@ class ActionPolicy(BaseModel):
 class StepContext:
     """Everything one step needs. ``model_dir`` is the step's input model; a pipeline moves it
     forward with ``with_model(result.model_dir)``. Outputs go under ``output_dir`` in
-    content-addressed folders, so two runs on the same inputs share (and skip) the work."""
+    content-addressed folders, so two runs on the same inputs share (and skip) the work.
+    ``device`` and ``threads`` say how to run, not what to compute: they are not part of the
+    content key."""
 
     run_id: str
     model_dir: Path

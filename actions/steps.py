@@ -3,12 +3,13 @@ bench and the CLI): each step's ``model_dir`` feeds the next one's input."""
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Callable, Sequence
 
 from actions import evaluate, export, fine_tune, prune, quantize
 from actions.context import StepContext, StepResult
-from actions.errors import ActionError
+from actions.errors import ActionError, ResourceExhausted
 
 Step = Callable[[StepContext], StepResult]
 
@@ -30,7 +31,12 @@ def run_step(name: str, ctx: StepContext) -> StepResult:
     started = time.perf_counter()
     outcome = "error"
     try:
-        result = STEPS[name](ctx)
+        try:
+            result = STEPS[name](ctx)
+        except (MemoryError, OSError, RuntimeError) as exc:
+            if not _out_of_resources(exc):
+                raise
+            raise ResourceExhausted(f"{name}: {exc}") from exc
         outcome = "cached" if result.cached else "done"
         return result
     except ActionError as exc:
@@ -39,6 +45,15 @@ def run_step(name: str, ctx: StepContext) -> StepResult:
     finally:
         if ctx.metrics is not None:
             ctx.metrics.finish(name, outcome, time.perf_counter() - started)
+
+
+def _out_of_resources(exc: BaseException) -> bool:
+    """Host or GPU memory, or disk, ran out: the machine's state, worth a retry later."""
+    if isinstance(exc, MemoryError):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.ENOMEM)
+    return type(exc).__name__ == "OutOfMemoryError"  # torch's, without importing torch here
 
 
 def run_pipeline(ctx: StepContext, names: Sequence[str] = DEFAULT_PIPELINE) -> list[StepResult]:

@@ -121,3 +121,27 @@ def test_actions_never_import_the_daemon_and_deploy_never_imports_actions() -> N
                     names = [node.module]
                 for name in names:
                     assert name.split(".")[0] != banned, f"{path} imports {name}"
+
+
+def test_running_out_of_memory_or_disk_is_retryable(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from actions import steps
+
+    ctx = StepContext(run_id="r", model_dir=tmp_path, output_dir=tmp_path)
+
+    def full_disk(_: StepContext) -> StepResult:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def bug(_: StepContext) -> StepResult:
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setitem(steps.STEPS, "fine_tune", full_disk)
+    with pytest.raises(ResourceExhausted):
+        steps.run_step("fine_tune", ctx)
+    monkeypatch.setitem(steps.STEPS, "fine_tune", bug)
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # a bug stays a bug
+        steps.run_step("fine_tune", ctx)
+    with pytest.raises(ValueError, match="unknown step"):
+        steps.run_step("deploy", ctx)
