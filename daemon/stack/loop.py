@@ -179,7 +179,10 @@ def run_scenario(stack: Stack, scenario: Any, on_tick: Callable[[LoopState], Non
                 state.mark("shift", f"traffic shifts: {scenario.kind} to "
                                     f"{scenario.shift_domain}")
             observer.poll()
-            state.simulator = simulator.snapshot()
+            state.simulator = snapshot = simulator.snapshot()
+            if snapshot.started_at is not None and snapshot.started_monotonic is not None:
+                # Scenario time 0 is when the simulator began sending, not when it was started.
+                state.started = snapshot.started_monotonic
             if on_tick is not None:
                 on_tick(state)
             if (after_recovery_s is not None and state.recover_s is not None
