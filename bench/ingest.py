@@ -10,6 +10,13 @@ Clock: from the first message each one sees to the last, so group-join time is e
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# This directory holds bench/actions.py, which would shadow the `actions` package: the project
+# root goes first on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import json
 import random

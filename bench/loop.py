@@ -7,6 +7,13 @@ after recovery; then a stationary run of the same length, whose actions are fals
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# This directory holds bench/actions.py, which would shadow the `actions` package: the project
+# root goes first on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import json
 import shutil

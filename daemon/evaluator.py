@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from daemon.evaluation import Evaluation
 from daemon.monitoring_config import EvaluationConfig
 from daemon.window_store import WindowStore
+from daemon.windows import frame_of
 from detectors.result import Verdict
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,46 @@ class ModelEvaluation:
     suite: Any  # detectors.suite.DetectorSuite (imported lazily: evidently is slow to import)
     config: EvaluationConfig
     prepared: dict[str, tuple[int, Any]] = field(default_factory=dict)  # version -> (rows, ref)
+    features: dict[str, TextFeatureCache] = field(default_factory=dict)  # version -> cache
+
+
+class TextFeatureCache:
+    """Per-row text features (length, words, OOV share against one frozen reference) by
+    request_id: a row is featurized on its first pass only, so a pass over a 10k window
+    costs what its new rows cost."""
+
+    def __init__(self, prepared: Any, capacity: int) -> None:
+        self.prepared = prepared
+        self.capacity = capacity
+        self._rows: dict[str, OrderedDict[str, tuple[float, ...]]] = {}
+        self._names: dict[str, list[str]] = {}  # column -> the feature names, in tuple order
+
+    def add_columns(self, frame: pd.DataFrame, columns: Iterable[Any]) -> pd.DataFrame:
+        """Adds ``<column>.<feature>`` columns to ``frame`` (in place; it is a fresh frame)."""
+        ids = frame["request_id"].tolist()
+        for text in columns:
+            if text.column not in frame:
+                continue
+            cache = self._rows.setdefault(text.column, OrderedDict())
+            texts = frame[text.column].tolist()
+            missing = [i for i, rid in enumerate(ids)
+                       if rid not in cache and isinstance(texts[i], str)]
+            if missing:
+                new = self.prepared.text_features(text.column, [texts[i] for i in missing])
+                names = self._names.setdefault(text.column, list(new))
+                for j, i in enumerate(missing):
+                    cache[ids[i]] = tuple(float(new[n][j]) for n in names)
+                while len(cache) > self.capacity:
+                    cache.popitem(last=False)
+            names = self._names.get(text.column)
+            if names is None:
+                continue  # no text seen yet: the suite reports too few samples
+            nan = (float("nan"),) * len(names)
+            rows = [cache.get(rid, nan) for rid in ids]
+            values = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(names))
+            for k, name in enumerate(names):
+                frame[f"{text.column}.{name}"] = values[:, k]
+        return frame
 
 
 class EmbeddingCache:
@@ -104,6 +145,9 @@ class Evaluator:
                                     id=f"evaluate:{name}", max_instances=1, coalesce=True,
                                     misfire_grace_time=None)
         self._scheduler.start()
+        if self.models:
+            # Importing evidently takes seconds: pay it now, not in the first pass.
+            threading.Thread(target=_warm_up, name="evidently-warm-up", daemon=True).start()
 
     def stop(self) -> None:
         if self._scheduler is not None:
@@ -132,25 +176,29 @@ class Evaluator:
         windows = self.windows.get(name)
         if model is None or windows is None:
             return []
-        with windows.lock:
+        features = windows.settings.window.features
+        with windows.lock:  # copies only: frames are built after the lock is released
             windows.age_out()
             windows.new_events = 0
             if windows.replaying:
                 return []  # rebuilding from replayed history: judge nothing yet
-            frames = []
+            snapshots = []
             for version in list(windows.current):
                 rows = windows.current[version]
                 if len(rows.rows) < model.config.min_events:
                     continue
-                reference = windows.reference_frame(version)
+                reference = self._reference_snapshot(windows, model, version)
                 if reference is None:
                     continue
-                frames.append((version, reference, windows.current_frame(version)))
+                snapshots.append((version, reference, rows.snapshot()))
             offset = windows.last_offset
             live = set(windows.current)
         with self._lock:
             for key in [k for k in self.latest if k[0] == name and k[1] not in live]:
                 del self.latest[key]  # a version that left the windows leaves the gauges too
+        frames = [(version, reference if not isinstance(reference, tuple)
+                   else frame_of(*reference, features), frame_of(*current, features))
+                  for version, reference, current in snapshots]
         out = []
         for version, reference, current in frames:
             try:
@@ -160,13 +208,33 @@ class Evaluator:
                 log.exception("evaluation of %s version %s failed", name, version)
         return out
 
+    @staticmethod
+    def _reference_snapshot(windows: Any, model: ModelEvaluation, version: str) -> Any:
+        """The frozen reference: False when it is already prepared (nothing to copy), a frame
+        (from a file) or a rows snapshot to prepare, or None while it is still filling."""
+        if windows.file_reference is not None:
+            prepared = model.prepared.get(version)
+            return False if prepared is not None else windows.file_reference
+        rows = windows.references.get(version)
+        if rows is None or len(rows.rows) < windows.settings.reference.first_n:
+            return None
+        prepared = model.prepared.get(version)
+        if prepared is not None and prepared[0] == len(rows.rows):
+            return False
+        return rows.snapshot()
+
     def _evaluate(self, name: str, model: ModelEvaluation, version: str,
-                  reference: pd.DataFrame, current: pd.DataFrame, offset: int) -> Evaluation:
+                  reference: pd.DataFrame | bool, current: pd.DataFrame,
+                  offset: int) -> Evaluation:
         started = time.perf_counter()
         prepared = model.prepared.get(version)
-        if prepared is None or prepared[0] != len(reference):
+        if reference is not False:
+            assert isinstance(reference, pd.DataFrame)
             prepared = (len(reference), model.suite.prepare(self._window(model, reference)))
             model.prepared[version] = prepared
+            model.features[version] = TextFeatureCache(prepared[1], 2 * len(current) + 1000)
+        assert prepared is not None
+        current = model.features[version].add_columns(current, model.suite.texts)
         results = model.suite.run(prepared[1], self._window(model, current))
         ts = float(current["ts"].max())
         evaluation = Evaluation(name, version, ts, tuple(results), offset)
@@ -227,6 +295,15 @@ class Evaluator:
             log.info("breach report for %s v%s: %s", name, version, path)
         except Exception:
             log.exception("rendering the breach report for %s failed", evaluation.id)
+
+
+def _warm_up() -> None:
+    try:
+        from detectors.stattests import _evidently
+
+        _evidently()
+    except Exception:  # the first pass will report it properly
+        log.debug("warming evidently up failed", exc_info=True)
 
 
 class _ResultCollector(Collector):

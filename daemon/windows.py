@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from daemon.batch import TopicPartitionId
@@ -81,28 +82,36 @@ class Rows:
         live = {row[RID] for row in self.rows}
         self.labels = {rid: v for rid, v in self.labels.items() if rid in live}
 
+    def snapshot(self) -> tuple[list[Row], dict[str, tuple[Any, float | None]]]:
+        """Rows and labels as they are now: cheap copies, taken under the model's lock."""
+        return list(self.rows), dict(self.labels)
+
     def frame(self, features: Sequence[str]) -> pd.DataFrame:
-        rows = list(self.rows)
-        labels = self.labels
-        joined = [labels.get(row[RID]) for row in rows]
-        data: dict[str, list[Any]] = {
-            "ts": [r[TS] for r in rows],
-            "request_id": [r[RID] for r in rows],
-            "latency_ms": [r[LATENCY] for r in rows],
-            "status": [r[STATUS] for r in rows],
-            "input_text": [r[TEXT] for r in rows],
-            "prediction": [r[PREDICTION] for r in rows],
-            "score": [r[SCORE] for r in rows],
-            "output_text": [r[OUTPUT] for r in rows],
-            "label": [None if j is None else j[0] for j in joined],
-            "rating": [None if j is None else j[1] for j in joined],
-        }
-        for name in features:
-            data[name] = [None if r[FEATURES] is None else r[FEATURES].get(name) for r in rows]
-        frame = pd.DataFrame(data)
-        for column in ("latency_ms", "score", "rating", "ts"):
-            frame[column] = pd.to_numeric(frame[column], errors="coerce")
-        return frame
+        return frame_of(*self.snapshot(), features)
+
+
+def frame_of(rows: list[Row], labels: dict[str, tuple[Any, float | None]],
+             features: Sequence[str]) -> pd.DataFrame:
+    """Rows as columns. zip(*rows) transposes in C: a 10k-row window costs milliseconds."""
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(Row.__args__)
+    joined = [labels.get(rid) for rid in columns[RID]]
+    data: dict[str, Any] = {
+        "ts": np.asarray(columns[TS], dtype=np.float64),
+        "request_id": columns[RID],
+        "latency_ms": np.asarray(columns[LATENCY], dtype=np.float64),
+        "status": columns[STATUS],
+        "input_text": columns[TEXT],
+        "prediction": columns[PREDICTION],
+        "score": np.asarray([np.nan if v is None else v for v in columns[SCORE]],
+                            dtype=np.float64),
+        "output_text": columns[OUTPUT],
+        "label": [None if j is None else j[0] for j in joined],
+        "rating": np.asarray([np.nan if j is None or j[1] is None else j[1] for j in joined],
+                             dtype=np.float64),
+    }
+    for name in features:
+        data[name] = [None if f is None else f.get(name) for f in columns[FEATURES]]
+    return pd.DataFrame(data)
 
 
 class ModelWindows:
