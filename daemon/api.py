@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -27,15 +28,22 @@ PREFIX = "/api/v1"
 _ACTOR_HEADER = "X-Lifeguard-Actor"
 
 
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN: a statistic or threshold that is not a number reads as null."""
+    return value if value is None or math.isfinite(value) else None
+
+
 def evaluation_json(ev: Evaluation, with_results: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": ev.id, "model": ev.model, "model_version": ev.model_version, "ts": ev.ts,
         "window_end_offset": ev.window_end_offset, "breached": ev.breached,
-        "breaches": [{"key": r.key, "statistic": r.statistic, "threshold": r.threshold,
+        "breaches": [{"key": r.key, "statistic": _finite(r.statistic),
+                      "threshold": _finite(r.threshold),
                       "direction": r.direction} for r in ev.breaches],
     }
     if with_results:
-        out["results"] = [{"key": r.key, "statistic": r.statistic, "threshold": r.threshold,
+        out["results"] = [{"key": r.key, "statistic": _finite(r.statistic),
+                           "threshold": _finite(r.threshold),
                            "direction": r.direction, "verdict": r.verdict.value,
                            "n_reference": r.n_reference, "n_current": r.n_current,
                            "method": r.method} for r in ev.results]

@@ -59,10 +59,11 @@ def _verdicts(state: LoopState) -> Panel:
         for result in evaluation.get("results", [])[:9]:
             verdict = result["verdict"]
             style = {"breach": "red", "ok": "green"}.get(verdict, "dim")
-            statistic = result["statistic"]
+            statistic, threshold = result["statistic"], result["threshold"]
             table.add_row(result["key"], f"v{version}",
                           "-" if statistic is None else f"{statistic:.4g}",
-                          f"{result['threshold']:.4g}", f"[{style}]{verdict}[/]")
+                          "-" if threshold is None else f"{threshold:.4g}",
+                          f"[{style}]{verdict}[/]")
     return Panel(table, title="latest evaluation per version", border_style="blue")
 
 
