@@ -16,6 +16,8 @@ from daemon.events import InferenceEvent, encode
 
 log = logging.getLogger(__name__)
 _STOP = object()
+_BOOTSTRAP_MS = 5000  # one connect attempt; kafka-python's default blocks 30 s
+_RECONNECT_S = 5.0  # after a failed connect, events are dropped (and counted) this long
 
 
 @dataclass
@@ -53,6 +55,7 @@ class EventEmitter:
         self.stats = EmitterStats()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
         if bootstrap:
             self._thread = threading.Thread(target=self._pump, name="event-emitter", daemon=True)
             self._thread.start()
@@ -75,18 +78,30 @@ class EventEmitter:
             return
         with contextlib.suppress(queue.Full):
             self._queue.put(_STOP, timeout=timeout_s)
+        self._closing.set()  # a thread still waiting for a broker gives up now
         self._thread.join(timeout_s)
         self._thread = None
 
     def _pump(self) -> None:
         producer = self._connect()
+        retry_at = 0.0 if producer is not None else time.monotonic() + _RECONNECT_S
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                if self._closing.is_set():
+                    break
+                continue
             if item is _STOP:
                 break
             if producer is None:
+                # No broker: drop (and count) until the next attempt, never retry per event.
+                if time.monotonic() < retry_at or self._closing.is_set():
+                    self.stats.dropped += 1
+                    continue
                 producer = self._connect()
                 if producer is None:
+                    retry_at = time.monotonic() + _RECONNECT_S
                     self.stats.dropped += 1
                     continue
             assert isinstance(item, InferenceEvent)
@@ -103,16 +118,18 @@ class EventEmitter:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
-        deadline = time.monotonic() + 10.0
-        while True:
+        deadline = time.monotonic() + 2 * _BOOTSTRAP_MS / 1000
+        while not self._closing.is_set():
             try:
                 return KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks=1,
-                                     max_block_ms=2000, retries=3)
+                                     max_block_ms=2000, retries=3,
+                                     bootstrap_timeout_ms=_BOOTSTRAP_MS)
             except KafkaError as exc:
                 if time.monotonic() >= deadline:
                     log.warning("event emitter: cannot reach %s: %r", self.bootstrap, exc)
                     return None
-                time.sleep(0.5)
+                self._closing.wait(0.5)
+        return None
 
     def _on_sent(self, _metadata: object) -> None:
         self.stats.sent += 1

@@ -7,6 +7,8 @@ import ast
 import time
 from pathlib import Path
 
+import pytest
+
 from daemon.broker import free_port
 from daemon.events import InferenceEvent
 from deploy.emitter import EventEmitter, sampled
@@ -38,6 +40,7 @@ def test_sampling_is_deterministic_per_request_id() -> None:
     assert not any(sampled(rid, 0.0) for rid in ids[:100])
 
 
+@pytest.mark.slow
 def test_emit_never_blocks_on_an_absent_broker() -> None:
     emitter = EventEmitter(f"127.0.0.1:{free_port()}", queue_size=50)  # nothing listens there
     event = InferenceEvent(request_id="r", ts=time.time() * 1000, model="m", model_version="1",
@@ -47,4 +50,9 @@ def test_emit_never_blocks_on_an_absent_broker() -> None:
     # Every call returned; what did not fit in the bounded queue was dropped and counted.
     assert emitter.stats.queued <= 50 + 1
     assert emitter.stats.queued + emitter.stats.dropped == 5_000
+    pump = emitter._thread
+    assert pump is not None
     emitter.close(timeout_s=0.5)
+    pump.join(15)  # it gives up on the absent broker instead of retrying per queued event
+    assert not pump.is_alive()
+    assert emitter.stats.sent == 0
