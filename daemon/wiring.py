@@ -75,9 +75,7 @@ def build_control(config: DaemonConfig, store: StateStore, windows: WindowStore,
 
     def deployed(model: str) -> str | None:
         record = rollouts.latest(model)
-        if record is None:
-            return None
-        version = record.to_version if record.phase == "promoted" else record.from_version
+        version = None if record is None else record.settled_version
         return None if version is None else str(version)
 
     control = ControlPlane(

@@ -34,18 +34,28 @@ class LoopSettings:
 
     replicas: int = 3
     mode: str = "auto"  # auto | approve | dry-run
-    window: int = 600
+    window: int = 1200  # also what a retrain learns from: more rows, a better candidate
     reference: int = 400
     evaluate_every: int = 150
     min_labels: int = 150
     hold: int = 2
     canary_events: int = 150
     canary_labels: int = 40
-    train_epochs: int = 2
+    train_epochs: int = 3
     train_lr: float = 5e-5  # MiniLM; a tiny model trained from scratch wants ~2e-3
     train_max_length: int = 64
     embedding_sample: int = 150
     extra_model: dict[str, Any] = field(default_factory=dict)
+
+
+def _detach_but_die_with_us() -> None:
+    """A session of its own (Ctrl-C reaches the stack, which stops children in order), yet a
+    child never outlives the stack: the kernel sends it SIGTERM if the stack dies."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -91,7 +101,7 @@ class Stack:
                "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false"}
         proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", *args], stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True)  # Ctrl-C reaches us, not them
+                                preexec_fn=_detach_but_die_with_us)
         self._procs.append((name, proc))
         return proc
 
