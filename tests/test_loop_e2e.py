@@ -57,6 +57,8 @@ def test_shift_is_detected_retrained_and_recovered(base: tuple[Path, Path],
         stack.start(checkpoint, deployable)
         # Long enough for a slow machine; the run ends 40 s after the recovery.
         result = run_scenario(stack, _scenario("abrupt-shift", 600), after_recovery_s=40)
+        status = stack.api("/status")
+        audit = stack.api("/audit?model=sentiment&limit=500")["entries"]
         logs = {p.name: p.read_text()[-3000:] for p in (tmp_path / "stack" / "logs").glob("*")}
     state = result.state
     assert state.detect_s is not None, [m.text for m in state.moments]
@@ -69,6 +71,12 @@ def test_shift_is_detected_retrained_and_recovered(base: tuple[Path, Path],
     assert result.post > result.during + 0.05, (result.pre, result.during, result.post)
     kinds = [m.kind for m in state.moments]
     assert kinds.index("breach") < kinds.index("run") < kinds.index("recovered")
+    model = next(m for m in status["models"] if m["model"] == "sentiment")
+    assert model["deployed_version"] == "2"
+    actions = [entry["action"] for entry in audit]
+    for expected in ("evaluation.breached", "run.running", "run.step_done", "run.succeeded"):
+        assert expected in actions, (expected, sorted(set(actions)))
+    assert actions.count("run.step_done") == 5
 
 
 def test_stationary_traffic_fires_no_action(base: tuple[Path, Path], tmp_path: Path) -> None:
