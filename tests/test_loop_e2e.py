@@ -12,7 +12,7 @@ import pytest
 from daemon.stack.loop import run_scenario
 from daemon.stack.processes import LoopSettings, Stack
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 SETTINGS = LoopSettings(replicas=3, window=400, reference=300, evaluate_every=100,
                         min_labels=120, hold=2, canary_events=80, canary_labels=25,
