@@ -49,7 +49,9 @@ class InferenceEvent(msgspec.Struct, tag_field="schema", tag=INFERENCE_SCHEMA, f
 
     @property
     def ts_s(self) -> float:
-        return timestamp_seconds(self.ts)
+        ts = self.ts
+        # Epoch milliseconds decode as float: the common case skips a call (hot path).
+        return ts / 1000.0 if type(ts) is float else timestamp_seconds(ts)
 
 
 class FeedbackEvent(msgspec.Struct, tag_field="schema", tag=FEEDBACK_SCHEMA, frozen=True):
