@@ -24,6 +24,7 @@ demo: install
 
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m mypy daemon detectors actions deploy simulator
 
 # promtool and amtool for the ops/ tests (Debian's prometheus, prometheus-alertmanager). Only
 # the binaries are wanted: where systemd runs, the packaged services are stopped and disabled

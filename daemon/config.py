@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import (
@@ -39,7 +39,7 @@ from daemon.policy_config import (
 from deploy.config import FleetConfig
 from detectors.config import SuiteConfig
 
-EMBEDDED = "embedded"
+EMBEDDED: Final = "embedded"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 

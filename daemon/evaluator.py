@@ -70,9 +70,9 @@ class TextFeatureCache:
                        if rid not in cache and isinstance(texts[i], str)]
             if missing:
                 new = self.prepared.text_features(text.column, [texts[i] for i in missing])
-                names = self._names.setdefault(text.column, list(new))
+                order = self._names.setdefault(text.column, list(new))
                 for j, i in enumerate(missing):
-                    cache[ids[i]] = tuple(float(new[n][j]) for n in names)
+                    cache[ids[i]] = tuple(float(new[n][j]) for n in order)
                 while len(cache) > self.capacity:
                     cache.popitem(last=False)
             names = self._names.get(text.column)
@@ -197,7 +197,8 @@ class Evaluator:
             for key in [k for k in self.latest if k[0] == name and k[1] not in live]:
                 del self.latest[key]  # a version that left the windows leaves the gauges too
         frames = [(version, reference if not isinstance(reference, tuple)
-                   else frame_of(*reference, features), frame_of(*current, features))
+                   else frame_of(reference[0], reference[1], features),
+                   frame_of(current[0], current[1], features))
                   for version, reference, current in snapshots]
         out = []
         for version, reference, current in frames:

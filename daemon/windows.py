@@ -11,7 +11,7 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,16 @@ from daemon.labels import LabelJoin
 from daemon.monitoring_config import LabelJoinConfig, ReferenceConfig, WindowConfig
 
 # One row per inference: what detectors need and nothing more.
-TS, RID, LATENCY, STATUS, TEXT, FEATURES, PREDICTION, SCORE, OUTPUT, OFFSET = range(10)
+TS: Final = 0
+RID: Final = 1
+LATENCY: Final = 2
+STATUS: Final = 3
+TEXT: Final = 4
+FEATURES: Final = 5
+PREDICTION: Final = 6
+SCORE: Final = 7
+OUTPUT: Final = 8
+OFFSET: Final = 9
 Row = tuple[float, str, float, str, str | None, dict[str, Any] | None, Any, float | None,
             str | None, int]
 BASE_COLUMNS = ("ts", "request_id", "latency_ms", "status", "input_text", "prediction", "score",
@@ -93,7 +102,8 @@ class Rows:
 def frame_of(rows: list[Row], labels: dict[str, tuple[Any, float | None]],
              features: Sequence[str]) -> pd.DataFrame:
     """Rows as columns. zip(*rows) transposes in C: a 10k-row window costs milliseconds."""
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(Row.__args__)
+    columns: list[tuple[Any, ...]] = (list(zip(*rows, strict=True)) if rows
+                                      else [()] * (OFFSET + 1))
     joined = [labels.get(rid) for rid in columns[RID]]
     data: dict[str, Any] = {
         "ts": np.asarray(columns[TS], dtype=np.float64),
