@@ -21,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-_CHUNK = 1 << 20
+from deploy.integrity import sha256_file
 
 
 class StepError(Exception):
@@ -128,21 +128,13 @@ class StepOutcome:
 def content_sha256(path: Path) -> str:
     """sha256 of a file, or of a directory as the sorted (relative path, file sha256) list."""
     if path.is_file():
-        return _file_sha256(path)
+        return sha256_file(path)
     if not path.is_dir():
         raise FileNotFoundError(f"artifact {path} does not exist")
     digest = hashlib.sha256()
     for p in sorted(q for q in path.rglob("*") if q.is_file()):
         digest.update(p.relative_to(path).as_posix().encode())
         digest.update(b"\0")
-        digest.update(_file_sha256(p).encode())
+        digest.update(sha256_file(p).encode())
         digest.update(b"\n")
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
     return digest.hexdigest()
