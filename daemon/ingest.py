@@ -58,6 +58,7 @@ class Ingestor:
         self._replay_until: dict[TopicPartition, int] = {}
         self._last_lag = 0.0
         self._next_offset: dict[TopicPartition, int] = {}
+        self._needs_replay: set[TopicPartition] = set()
         self.last_loop = 0.0  # monotonic time of the last completed loop, for health
         self.assignment: frozenset[TopicPartitionId] = frozenset()
         self.joined = False  # set once the group has assigned partitions at least once
@@ -152,6 +153,8 @@ class Ingestor:
             log.warning("poll failed (%s); retrying", exc)
             time.sleep(0.5)
             return
+        if self._needs_replay:
+            self._start_replay(records)
         if records:
             self.metrics.batches.inc()
             self._process(records)
@@ -282,6 +285,7 @@ class Ingestor:
         ids = [(tp.topic, tp.partition) for tp in revoked]
         for tp in revoked:
             self._pending.pop(tp, None)
+            self._needs_replay.discard(tp)
             self._replay_until.pop(tp, None)
             self._next_offset.pop(tp, None)
         self.sink.release(ids)
@@ -289,17 +293,32 @@ class Ingestor:
         self._set_assignment()
 
     def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        depth = self.config.replay_messages
-        consumer = self._consumer
-        if depth and consumer is not None:
-            for tp in assigned:
-                committed = consumer.committed(tp)
-                if committed:
-                    # By offset, not by time: offsets_for_times is not reliable on every broker.
-                    consumer.seek(tp, max(0, committed - depth))
-                    self._replay_until[tp] = committed
+        if self.config.replay_messages:
+            # Seeking back needs the committed offset, a blocking call kafka-python refuses
+            # inside this callback: it is done right after poll() returns.
+            self._needs_replay.update(assigned)
         self.joined = True
         self._set_assignment()
+
+    def _start_replay(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Seek newly assigned partitions back ``replay_messages`` before their committed
+        offset. Records this poll already fetched for them are set aside (not applied, not
+        committed): the seek fetches them again, after the replayed history."""
+        consumer = self._consumer
+        assert consumer is not None
+        depth = self.config.replay_messages
+        for tp in list(self._needs_replay):
+            fetched = records.pop(tp, None)
+            if tp not in consumer.assignment():
+                continue
+            committed = consumer.committed(tp)
+            if committed:
+                # By offset, not by time: offsets_for_times is not reliable on every broker.
+                consumer.seek(tp, max(0, committed - depth))
+                self._replay_until[tp] = committed
+            elif fetched:
+                consumer.seek(tp, fetched[0].offset)
+        self._needs_replay.clear()
 
     def _set_assignment(self) -> None:
         consumer = self._consumer

@@ -20,7 +20,7 @@ class JoinCounts:
     expired: int = 0  # inferences whose label never came within the TTL
     orphaned: int = 0  # feedback whose inference never came within the early TTL
     duplicate: int = 0  # a second label for a request already joined
-    dropped: dict[str, int] = field(default_factory=lambda: {"pending": 0, "early": 0})
+    dropped: dict[str, int] = field(default_factory=lambda: {"inference": 0, "feedback": 0})
 
 
 @dataclass(slots=True)
@@ -78,7 +78,7 @@ class LabelJoin:
             return None
         if len(self._early) >= self.config.max_early:
             self._early.popitem(last=False)
-            self.counts.dropped["early"] += 1
+            self.counts.dropped["feedback"] += 1
         self._early[rid] = feedback
         return None
 
@@ -86,7 +86,7 @@ class LabelJoin:
         if len(self._pending) >= self.config.max_pending:
             _, old = self._pending.popitem(last=False)
             if not old.joined:
-                self.counts.dropped["pending"] += 1
+                self.counts.dropped["inference"] += 1
         self._pending[request_id] = pending
 
     def _advance(self, ts: float) -> None:

@@ -217,3 +217,49 @@ def test_daemon_survives_a_broker_restart(tmp_path: Path) -> None:
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_restart_rebuilds_windows_by_replay_without_counting_twice(broker: LocalBroker,
+                                                                  tmp_path: Path) -> None:
+    from daemon.app import Daemon
+    from daemon.config import parse_config
+
+    topic = "ingest-replay"
+    ensure_topics(broker.bootstrap, {topic: 1, f"{topic}.dlq": 1})
+    rng = random.Random(8)
+    _send_tracking(broker.bootstrap, topic, list(encoded(
+        inference_record(rng, model="sentiment") for _ in range(2000))))
+
+    def daemon(replay: int) -> Daemon:
+        config = _config(broker.bootstrap, topic, "replay", replay_messages=replay)
+        config["api"] = {"port": 0}
+        config["state"] = {"path": str(tmp_path / "state.db")}
+        config["models"] = [{"name": "sentiment", "window": {"size": 5000}}]
+        return Daemon(parse_config(config))
+
+    def counted(d: Daemon, name: str) -> float:
+        return sum(s.value for m in d.registry.collect() for s in m.samples if s.name == name)
+
+    first = daemon(0)
+    first.start()
+    try:
+        wait_until(lambda: counted(first, "lifeguard_events_total") >= 2000, 60)
+    finally:
+        first.stop()
+    second = daemon(500)
+    second.start()
+    try:
+        wait_until(lambda: counted(second, "lifeguard_replayed_events_total") >= 500, 60,
+                   what="the replay of committed history")
+        windows = second.monitoring.windows.get("sentiment")
+        assert windows is not None and len(windows.current["1"].rows) == 500
+        assert counted(second, "lifeguard_events_total") == 0  # history is not counted again
+        _send_tracking(broker.bootstrap, topic, list(encoded(
+            inference_record(rng, model="sentiment") for _ in range(100))))
+        wait_until(lambda: counted(second, "lifeguard_events_total") >= 100, 60)
+        time.sleep(1)
+        assert counted(second, "lifeguard_events_total") == 100
+        assert counted(second, "lifeguard_replayed_events_total") == 500
+        assert len(windows.current["1"].rows) == 600
+    finally:
+        second.stop()

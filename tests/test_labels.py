@@ -72,8 +72,8 @@ def test_memory_stays_within_caps_whatever_the_labels_do(coverage: float) -> Non
             join.on_feedback(_fb(f"never-{i}", float(i)))  # feedback for unknown requests
         assert join.pending <= config.max_pending and join.early <= config.max_early
     counts = join.counts
-    assert counts.dropped["early"] > 0
+    assert counts.dropped["feedback"] > 0
     if coverage == 0.0:
-        assert counts.joined == 0 and counts.dropped["pending"] == 50_000 - config.max_pending
+        assert counts.joined == 0 and counts.dropped["inference"] == 50_000 - config.max_pending
     else:
         assert counts.joined > 0
