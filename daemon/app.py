@@ -63,7 +63,7 @@ class Daemon:
         self.api_port = config.api.port or free_port()
         self.control, self.routers = build_control(
             config, self.store, self.monitoring.windows,
-            f"http://{_reachable(config.api.host)}:{self.api_port}", self.owns)
+            f"http://{_reachable(config.api.host)}:{self.api_port}", self.owns, self.registry)
         self.broker: LocalBroker | None = None
         self.ingestor: Ingestor | None = None
         self.http: ApiServer | None = None

@@ -8,9 +8,13 @@ only in those workers, never in the daemon's process.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from actions.pipeline import STEP_REFS
 from daemon.config import DaemonConfig
@@ -22,6 +26,7 @@ from daemon.window_store import WindowStore
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
+    from prometheus_client import CollectorRegistry
 
 
 def usable_cores() -> int:
@@ -44,6 +49,35 @@ class Champions:
         return self.base.get(model)
 
 
+class RunCollector(Collector):
+    """Action runs by model and state, and the version each model's fleet serves, read from
+    the state store at scrape time (runs execute in workers; their state lives in the store)."""
+
+    def __init__(self, store: StateStore, deployed: Callable[[str], str | None]) -> None:
+        self.store = store
+        self.deployed = deployed
+
+    def collect(self) -> Iterable[Metric]:
+        runs = GaugeMetricFamily("lifeguard_action_runs", "Action runs, by model and state.",
+                                 labels=["model", "state"])
+        version = GaugeMetricFamily("lifeguard_deployed_version",
+                                    "The version a model's fleet serves once its last rollout "
+                                    "settled.", labels=["model"])
+        counts: Counter[tuple[str, str]] = Counter(
+            (run.model, run.state.value) for run in self.store.list_runs(limit=100_000))
+        for (model, state), n in sorted(counts.items()):
+            runs.add_metric([model, state], n)
+        for model in sorted({m for m, _ in counts}):
+            deployed = self.deployed(model)
+            if deployed is not None and deployed.isdigit():
+                version.add_metric([model], int(deployed))
+        yield runs
+        yield version
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+
 def worker_environment(config: DaemonConfig, api_url: str) -> dict[str, str]:
     artifacts = Path(config.state.artifacts_dir)
     env = {
@@ -64,7 +98,7 @@ def worker_environment(config: DaemonConfig, api_url: str) -> dict[str, str]:
 
 
 def build_control(config: DaemonConfig, store: StateStore, windows: WindowStore,
-                  api_url: str, owns: Callable[[str], bool]
+                  api_url: str, owns: Callable[[str], bool], registry: CollectorRegistry
                   ) -> tuple[ControlPlane, list[APIRouter]]:
     from daemon.canary import WindowJudge
     from deploy.analysis import canary_analysis_router
@@ -83,6 +117,7 @@ def build_control(config: DaemonConfig, store: StateStore, windows: WindowStore,
         snapshot_provider=SnapshotWriter(windows, Path(config.state.artifacts_dir) / "snapshots"),
         champion_provider=Champions(store, config), deployed_version=deployed, owns=owns,
         step_registry=STEP_REFS, worker_env=worker_environment(config, api_url))
+    registry.register(RunCollector(store, deployed))
     canary = config.fleet.rollout.canary if config.fleet is not None else CanaryConfig()
     routers = [control.router, canary_analysis_router(WindowJudge(windows, canary), rollouts)]
     return control, routers
