@@ -107,9 +107,9 @@ def ingest_during_evaluation(events: int = 120_000) -> str:
     import random
 
     from daemon.app import Daemon
-    from daemon.broker import LocalBroker, ensure_topics
     from daemon.config import parse_config
-    from daemon.traffic import (
+    from daemon.ingest.broker import LocalBroker, ensure_topics
+    from harness.traffic import (
         encoded,
         feedback_record,
         inference_record,
@@ -143,8 +143,8 @@ def ingest_during_evaluation(events: int = 120_000) -> str:
             "api": {"port": 0}, "state": {"path": f"var/bench-evaluate/{group}.db"},
             "models": [model]}))
         daemon.start()
-        counter = daemon.metrics.events
-        passes = daemon.monitoring.evaluator.passes
+        counter = daemon.ingest.metrics.events
+        passes = daemon.monitor.assembly_tmp.evaluator.passes
         try:
             start = 0.0
             while True:

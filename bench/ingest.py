@@ -23,9 +23,9 @@ import random
 import time
 
 from daemon.app import Daemon
-from daemon.broker import LocalBroker, ensure_topics
 from daemon.config import parse_config
-from daemon.traffic import encoded, inference_record, make_producer, produce
+from daemon.ingest.broker import LocalBroker, ensure_topics
+from harness.traffic import encoded, inference_record, make_producer, produce
 
 TOPIC = "inference"
 
@@ -57,7 +57,7 @@ def daemon_path(bootstrap: str, total: int) -> float:
     })
     daemon = Daemon(config)
     daemon.start()
-    events = daemon.metrics.events
+    events = daemon.ingest.metrics.events
     start = 0.0
     try:
         while True:

@@ -34,9 +34,9 @@ def drift_report(suite: DetectorSuite, reference: PreparedReference | WindowData
     """
     if max_rows < 10 or plot_rows < 10:
         raise ValueError(f"max_rows and plot_rows must be >= 10, got {max_rows}, {plot_rows}")
-    from detectors.stattests import _evidently
+    from detectors.stattests import load_evidently
 
-    _evidently()  # sets DO_NOT_TRACK before evidently's first import
+    load_evidently()  # sets DO_NOT_TRACK before evidently's first import
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import EmbeddingsDrift, ValueDrift
     from evidently.metrics.embeddings import (

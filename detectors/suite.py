@@ -57,7 +57,7 @@ class DetectorSuite:
         self.latency = LatencyDetector(lat.p50_ms, lat.p95_ms, lat.p99_ms, lat.error_rate_max,
                                        lat.min_samples) if lat.enabled else None
         acc = config.accuracy
-        floors = ({"mean_rating": acc.rating_floor} if config.task == "generation" else
+        floors = ({"mean_rating": acc.rating_floor} if config.task == "causal-lm" else
                   {"accuracy": acc.accuracy_floor, "macro_f1": acc.macro_f1_floor})
         self.accuracy = AccuracyDetector(
             config.task, {k: v for k, v in floors.items() if v is not None},
@@ -139,7 +139,7 @@ class DetectorSuite:
         acc = self.config.accuracy
         ref: tuple[np.ndarray, np.ndarray | None]
         cur: tuple[np.ndarray, np.ndarray | None]
-        if self.config.task == "generation":
+        if self.config.task == "causal-lm":
             ref = (_column(rf, acc.rating_column, np.float64), None)
             cur = (_column(cf, acc.rating_column, np.float64), None)
         else:

@@ -15,8 +15,8 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from procs import DaemonProcess, metric_sum, wait_until
 
-from daemon.broker import LocalBroker, ensure_topics
-from daemon.traffic import encoded, inference_record, make_producer, malformed_messages, produce
+from daemon.ingest.broker import LocalBroker, ensure_topics
+from harness.traffic import encoded, inference_record, make_producer, malformed_messages, produce
 
 pytestmark = pytest.mark.integration
 MAX_BYTES = 4096
@@ -69,7 +69,7 @@ def test_valid_events_counted_once_and_malformed_dead_lettered(broker: LocalBrok
         wait_until(lambda: daemon.count("lifeguard_events_total") >= 10_000
                    and daemon.count("lifeguard_dead_lettered_messages_total") >= 200, 60)
         time.sleep(1.5)  # anything counted twice would show up by now
-        text = daemon.metrics()
+        text = daemon.ingest.metrics()
     assert metric_sum(text, "lifeguard_events_total") == 10_000
     for model in range(3):
         produced = sum(1 for k, _ in valid if k == f"model-{model}".encode())

@@ -26,8 +26,8 @@ from procs import DaemonProcess, wait_until
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.broker import LocalBroker, ensure_topics, free_port
-from daemon.traffic import (
+from daemon.ingest.broker import LocalBroker, ensure_topics, free_port
+from harness.traffic import (
     encoded,
     feedback_record,
     inference_record,
@@ -310,7 +310,7 @@ def stack(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iter
                                       'metric="error_rate", version="2"} == 1')) == 2,
             60, 0.5,
             "prometheus scrapes of a busy daemon")
-        exported = {sample.name for text in (daemon.metrics(), replica_text(replica))
+        exported = {sample.name for text in (daemon.ingest.metrics(), replica_text(replica))
                     for family in text_string_to_metric_families(text)
                     for sample in family.samples}
         yield Stack(daemon, replica, prometheus, exported)

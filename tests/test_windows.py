@@ -6,11 +6,11 @@ import random
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from daemon.batch import PartitionBatch
 from daemon.events import FeedbackEvent, InferenceEvent, Output
-from daemon.monitoring_config import LabelJoinConfig, ReferenceConfig, WindowConfig
-from daemon.window_store import WindowStore, register
-from daemon.windows import MonitoringSettings
+from daemon.ingest.batch import PartitionBatch
+from daemon.monitor.config import LabelJoinConfig, ReferenceConfig, WindowConfig
+from daemon.monitor.window_store import WindowStore, register
+from daemon.monitor.windows import MonitoringSettings
 
 SETTINGS = MonitoringSettings(WindowConfig(size=100, max_age=0), ReferenceConfig(first_n=50),
                               LabelJoinConfig())
