@@ -175,11 +175,11 @@ def _describe(exc: ValidationError) -> str:
 
 def _check_step_params(pipelines: dict[str, PipelineConfig]) -> None:
     """Params of the built-in steps are checked now, not when a run reaches them."""
-    from actions.pipeline import STEP_REFS, check_params
+    from actions.steps import STEPS, check_params
 
     for name, pipeline in pipelines.items():
         for i, step in enumerate(pipeline.steps):
-            if step.uses is None and step.name in STEP_REFS:
+            if step.uses is None and step.name in STEPS:
                 try:
                     check_params(step.name, step.params)
                 except ValueError as exc:

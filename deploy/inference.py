@@ -20,7 +20,8 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime as ort
 
-from deploy.integrity import IntegrityError, verify_dir
+from deploy.integrity import verify_dir
+from lifeguard.errors import IntegrityError
 
 Device = Literal["auto", "cpu", "cuda"]
 MODEL_FILE = "model.onnx"

@@ -298,7 +298,7 @@ def test_a_result_written_before_the_daemon_died_is_recorded_not_rerun(
 ) -> None:
     run_id = queued_run(store, "m", quick_steps(tmp_path / "steps.log", n=2))
     store.transition(run_id, RunState.RUNNING, "runner", [RunState.QUEUED])
-    from actions.step_api import content_sha256
+    from actions.contract import content_sha256
 
     # What a worker leaves when it finished step 0 just before a kill -9 of the daemon.
     work = tmp_path / "runs" / run_id
