@@ -4,11 +4,13 @@ beside the run, so a test can see exactly what ran, when, and how often an effec
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
 from actions.contract import StepContext, StepResult, StepStatus
 from actions.errors import GateFailed, PermanentStepError, RetryableStepError
+from actions.progress import Progress, report
 
 
 def _append(path: Path, line: str) -> None:
@@ -57,6 +59,7 @@ def record(ctx: StepContext) -> StepResult:
         time.sleep(float(p.get("hold_s", 60)))
     out = ctx.step_dir / "out.txt"
     out.write_text(f"{tag}\n")
+    report(ctx, Progress(ctx.run_id, ctx.step, 3, 3, loss=0.25))  # as a training step would
     _append(log, f"end {tag} t={time.time():.3f}")
     status = StepStatus.ROLLED_BACK if p.get("rolled_back") else StepStatus.OK
     evidence = {"starts": starts, "snapshot": str(ctx.snapshot),
@@ -75,3 +78,19 @@ def hang(ctx: StepContext) -> StepResult:
         _append(Path(ctx.params["log"]), f"hanging pid={os.getpid()}")
     time.sleep(600)
     raise AssertionError("unreachable")
+
+
+def inspect(ctx: StepContext) -> StepResult:
+    """Evidence of what the worker was given: its spec file's mode, the settings in it, and
+    any lifeguard variable in its environment (there should be none)."""
+    deploy = ctx.deploy
+    token = deploy.token.get_secret_value() if deploy and deploy.token else None
+    evidence = {
+        "spec_mode": oct(os.stat(sys.argv[1]).st_mode & 0o777),
+        "lifeguard_env": sorted(k for k in os.environ if k.startswith("LIFEGUARD_")),
+        "threads": ctx.threads, "device": ctx.device, "output_dir": str(ctx.output_dir),
+        "api_url": deploy.api_url if deploy else None,
+        "token_matches": token == ctx.params.get("expect_token"),
+        "model": ctx.model, "step": ctx.step, "attempt": ctx.attempt,
+    }
+    return StepResult.of({}, evidence)

@@ -312,7 +312,10 @@ class Runner:
 
     def _spawn(self, step: Mapping[str, Any], spec_path: Path, result_path: Path,
                stem: Path) -> _Attempt:
-        env = {**os.environ, **self._env}
+        # The spec is the worker's only input: none of the daemon's own LIFEGUARD_* variables
+        # (its API token among them) leak into a step's environment.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("LIFEGUARD_")}
+        env = {**inherited, **self._env}
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(_ROOT), self._env.get("PYTHONPATH"), os.environ.get("PYTHONPATH"))
             if p
