@@ -37,12 +37,13 @@ from daemon.monitor.config import (
 from deploy.config import FleetConfig
 from detectors.config import SuiteConfig
 from lifeguard.config import StrictModel
+from lifeguard.errors import LifeguardError
 from lifeguard.tasks import Task
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
-class ConfigError(ValueError):
+class ConfigError(LifeguardError, ValueError):
     """The configuration file cannot be used; the message names each bad key's path."""
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from daemon.act.runs import ActionRun, AuditEntry, RunState, StepRecord, Transition
 from daemon.monitor.evaluation import Evaluation
 from detectors.result import DetectorResult, Verdict
+from lifeguard.errors import LifeguardError
 
 SCHEMA_VERSION = 1
 
@@ -62,7 +63,7 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 
 
-class StoreError(Exception):
+class StoreError(LifeguardError):
     """The state file cannot be used (e.g. written by a newer lifeguard)."""
 
 
