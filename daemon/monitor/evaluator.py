@@ -29,6 +29,7 @@ from daemon.monitor.window_store import WindowStore
 from daemon.monitor.windows import RowsSnapshot
 from detectors.columns import feature_column
 from detectors.result import Verdict
+from lifeguard.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -284,11 +285,8 @@ class Evaluator:
             snapshot = drift_report(model.suite, reference, self._window(model, current),
                                     timestamp=datetime.fromtimestamp(evaluation.ts, UTC),
                                     name=f"{name} v{version}: {evaluation.id}")
-            path = model.report_dir / name / f"{evaluation.id}.html"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(render_html(snapshot))
-            tmp.replace(path)
+            path = atomic_write(model.report_dir / name / f"{evaluation.id}.html",
+                                render_html(snapshot))
             log.info("breach report for %s v%s: %s", name, version, path)
         except Exception:
             log.exception("rendering the breach report for %s failed", evaluation.id)
