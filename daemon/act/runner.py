@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_ROOT = Path(__file__).resolve().parent.parent  # so workers import this very checkout
+_ROOT = Path(__file__).resolve().parents[2]  # so workers import this very checkout
 
 
 @dataclass(frozen=True, slots=True)
