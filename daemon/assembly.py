@@ -141,7 +141,9 @@ def worker_settings(config: DaemonConfig, api_url: str) -> WorkerSettings:
     outputs, the cores a worker may use, and (with a fleet) where and how to deploy."""
     deploy = None
     if config.fleet is not None:
-        deploy = DeployTarget(fleet=config.fleet, state_path=Path(config.state.path).resolve(),
+        # paths resolved here, against the daemon's directory: a worker runs in its run's folder
+        fleet = config.fleet.model_copy(update={"repository": config.fleet.repository.resolve()})
+        deploy = DeployTarget(fleet=fleet, state_path=Path(config.state.path).resolve(),
                               api_url=api_url, token=config.api.resolved_token())
     return WorkerSettings(output_dir=(Path(config.state.artifacts_dir) / "cache").resolve(),
                           threads=min(2, usable_cores()), deploy=deploy)

@@ -92,5 +92,6 @@ def inspect(ctx: StepContext) -> StepResult:
         "api_url": deploy.api_url if deploy else None,
         "token_matches": token == ctx.params.get("expect_token"),
         "model": ctx.model, "step": ctx.step, "attempt": ctx.attempt,
+        "step_dir": str(ctx.step_dir),
     }
     return StepResult.of({}, evidence)

@@ -86,9 +86,12 @@ def test_the_spec_file_is_the_workers_only_input(store: StateStore, tmp_path: Pa
     steps = ({"name": "look", "uses": "runner_quick_steps:inspect", "timeout": 30,
               "params": {"expect_token": "t0ken", "threads": 2}},)
     run_id = queued_run(store, "m", steps)
-    _runner(store, tmp_path, settings=settings).execute(run_id)
+    monkeypatch.chdir(tmp_path)  # a relative work root means the daemon's folder, not the worker's
+    Runner(store, Path("runs"), settings=settings,
+           worker_env={"PYTHONPATH": str(TESTS)}).execute(run_id)
     assert store.get_run(run_id).state is RunState.SUCCEEDED  # type: ignore[union-attr]
     seen = store.steps(run_id)[0].evidence
+    assert seen["step_dir"] == str(tmp_path / "runs" / run_id / "00-look")
     assert seen["spec_mode"] == "0o600" and seen["lifeguard_env"] == []
     assert seen["token_matches"] and seen["api_url"] == "http://127.0.0.1:8"
     assert (seen["threads"], seen["device"]) == (2, "cpu")  # a param overrides the default

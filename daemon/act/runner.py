@@ -73,7 +73,8 @@ class Runner:
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be > 0, got {poll_interval}")
         self.store = store
-        self.work_root = Path(work_root)
+        # absolute: a worker runs in its run's folder, and reads every path from its spec
+        self.work_root = Path(work_root).resolve()
         self.max_concurrent = max_concurrent
         self.poll_interval = poll_interval
         self.settings = settings or WorkerSettings()
@@ -287,8 +288,8 @@ class Runner:
             run_id=run.id, model=run.model, step=step["name"], step_index=index,
             attempt=attempt, work_dir=self.work_root / run.id, params=params,
             artifacts=artifacts, settings=self.settings,
-            snapshot=Path(run.snapshot_path) if run.snapshot_path else None,
-            champion_dir=Path(run.champion_path) if run.champion_path else None)
+            snapshot=Path(run.snapshot_path).resolve() if run.snapshot_path else None,
+            champion_dir=Path(run.champion_path).resolve() if run.champion_path else None)
         return WorkerSpec(ref=step.get("uses") or step["name"], context=ctx, verify=sums,
                           parent_pid=os.getpid(), result_path=result_path)
 
