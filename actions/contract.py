@@ -22,6 +22,7 @@ from actions.errors import BadInput
 from actions.progress import Progress
 from actions.settings import ActionPolicy, Device, TrainConfig
 from deploy.config import FleetConfig
+from deploy.integrity import digest_dir
 from lifeguard.config import StrictModel
 from lifeguard.files import sha256_file
 
@@ -218,11 +219,8 @@ def content_sha256(path: Path) -> str:
     if not path.is_dir():
         raise FileNotFoundError(f"artifact {path} does not exist")
     digest = hashlib.sha256()
-    for p in sorted(q for q in path.rglob("*") if q.is_file()):
-        digest.update(p.relative_to(path).as_posix().encode())
-        digest.update(b"\0")
-        digest.update(sha256_file(p).encode())
-        digest.update(b"\n")
+    for rel, file_sum in digest_dir(path).items():
+        digest.update(f"{rel}\0{file_sum}\n".encode())
     return digest.hexdigest()
 
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from actions.contract import StepContext, WorkerSettings, WorkerSpec, content_sha256
 from actions.errors import StepError
 from actions.progress import ActionMetrics, Progress
-from actions.steps import check_params
+from actions.steps import STEPS, check_params
 from daemon.act.runs import ActionRun, RunState, StepRecord
 from daemon.act.store import StateStore
 from lifeguard.files import atomic_write
@@ -282,7 +282,7 @@ class Runner:
                 artifacts[name], sums[name] = Path(art["path"]), art["sha256"]
         step = run.steps[index]
         params = step.get("params", {})
-        if step.get("uses") is None:
+        if step.get("uses") is None and step["name"] in STEPS:
             check_params(step["name"], params)  # a built-in step refuses a param it lacks
         ctx = StepContext.for_step(
             run_id=run.id, model=run.model, step=step["name"], step_index=index,

@@ -39,7 +39,10 @@ def die_with_daemon(parent_pid: int) -> None:
 def changed_artifacts(spec: WorkerSpec) -> dict[str, Any] | None:
     """Evidence of the first input artifact whose bytes changed since it was recorded."""
     for name, expected in spec.verify.items():
-        actual = content_sha256(spec.context.artifacts[name])
+        try:
+            actual = content_sha256(spec.context.artifacts[name])
+        except FileNotFoundError:
+            actual = "missing"
         if actual != expected:
             return {"artifact": name, "expected": expected, "actual": actual}
     return None
@@ -69,15 +72,16 @@ def run_spec(spec: WorkerSpec) -> dict[str, Any]:
         return {"ok": True, **result.to_json(), "metrics": metrics(step_outcome(result))}
     except Exception as exc:
         retryable = is_retryable(exc)
+        outcome = "retryable" if retryable else "failed"
         if isinstance(exc, StepError):
             evidence = exc.evidence
         elif isinstance(exc, IntegrityError):
             evidence = {}
-        else:  # a bug: the traceback is the evidence
-            evidence = {"traceback": traceback.format_exc(limit=20)}
+        else:  # a bug: the traceback is the evidence (and the outcome says so, as run_step's)
+            evidence, outcome = {"traceback": traceback.format_exc(limit=20)}, "error"
         delay = exc.delay_s if isinstance(exc, RetryableStepError) else None
         return _failure("retryable" if retryable else "permanent", exc, evidence,
-                        metrics("retryable" if retryable else "failed"), delay)
+                        metrics(outcome), delay)
 
 
 def _failure(kind: str, exc: BaseException, evidence: dict[str, Any], metrics: dict[str, Any],
