@@ -154,9 +154,11 @@ def accuracy_between(snapshot: Any, start_s: float, end_s: float | None) -> floa
 
 def run_scenario(stack: Stack, scenario: Any, on_tick: Callable[[LoopState], None] | None = None,
                  poll_s: float = 1.0, settle_s: float = 10.0,
-                 after_recovery_s: float | None = None) -> LoopResult:
+                 after_recovery_s: float | None = None,
+                 interrupt_stop_s: float = 3.0) -> LoopResult:
     """Drive ``scenario`` through the replicas until it ends, or until ``after_recovery_s``
-    past the recovery (the post-recovery accuracy needs only that much traffic)."""
+    past the recovery (the post-recovery accuracy needs only that much traffic). On Ctrl-C the
+    simulator is stopped within ``interrupt_stop_s`` and the interrupt goes on up."""
     from simulator.drivers import ReplicaConfig
     from simulator.runner import Simulator
 
@@ -190,7 +192,9 @@ def run_scenario(stack: Stack, scenario: Any, on_tick: Callable[[LoopState], Non
                     >= state.shift_at_s + state.recover_s + settle_s + after_recovery_s):
                 simulator.stop()
     except KeyboardInterrupt:
-        simulator.stop()
+        # The simulator stops first, while the broker and the replicas still run: its
+        # requests in flight finish and its producer flushes in well under a second.
+        simulator.stop(timeout_s=interrupt_stop_s)
         raise
     observer.poll()
     state.simulator = snapshot = simulator.snapshot()

@@ -25,11 +25,15 @@ def demo(
                         ] = 900.0,
     after_recovery: Annotated[float, typer.Option(
         help="Seconds of traffic kept after the new version serves everywhere.")] = 60.0,
+    tiny: Annotated[bool, typer.Option(
+        "--tiny", hidden=True, help="For tests only: a tiny classifier built in seconds "
+        "instead of MiniLM, two replicas; the loop's numbers mean nothing.")] = False,
 ) -> None:
     """Broker, three replicas, the daemon (auto mode) and the simulator: steady traffic, then a
     domain shift with late labels; watch the daemon detect, retrain, gate, quantize, canary and
     promote. Writes an HTML report at the end; Ctrl-C stops everything cleanly."""
-    code = _harness_demo().run_demo(approve, workdir, rate, shift_at, duration, after_recovery)
+    code = _harness_demo().run_demo(approve, workdir, rate, shift_at, duration, after_recovery,
+                                     tiny)
     if code:
         raise typer.Exit(code)
 
