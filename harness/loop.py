@@ -194,7 +194,11 @@ def run_scenario(stack: Stack, scenario: Any, on_tick: Callable[[LoopState], Non
     except KeyboardInterrupt:
         # The simulator stops first, while the broker and the replicas still run: its
         # requests in flight finish and its producer flushes in well under a second.
+        stack.note("interrupted: stopping the simulator")
+        stopping = time.monotonic()
         simulator.stop(timeout_s=interrupt_stop_s)
+        stack.note(f"simulator {'stopped' if simulator.done else 'NOT stopped'} in "
+                   f"{time.monotonic() - stopping:.2f}s")
         raise
     observer.poll()
     state.simulator = snapshot = simulator.snapshot()

@@ -6,12 +6,14 @@ one replica stopped, and names that replica."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -76,10 +78,32 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("demo")
 
 
-def _start_demo(workdir: Path, name: str) -> tuple[subprocess.Popen[bytes], Path, list[int],
-                                                    str]:
+@pytest.fixture
+def demo(demo_dir: Path, request: pytest.FixtureRequest
+         ) -> Iterator[Callable[[], tuple[subprocess.Popen[bytes], Path, list[int]]]]:
+    """Starts the demo; whatever the test's outcome, nothing of it outlives the test."""
+    started: list[tuple[subprocess.Popen[bytes], list[int]]] = []
+
+    def start() -> tuple[subprocess.Popen[bytes], Path, list[int]]:
+        proc, err, pids = _start_demo(demo_dir, request.node.name[:40], started)
+        return proc, err, pids
+
+    yield start
+    for proc, pids in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def _start_demo(workdir: Path, name: str,
+                started_list: list[tuple[subprocess.Popen[bytes], list[int]]]
+                ) -> tuple[subprocess.Popen[bytes], Path, list[int]]:
     proc, out, err = _spawn(["demo", "--tiny", "--workdir", str(workdir), "--rate", "10",
                              "--shift-at", "600"], workdir, name)
+    started_list.append((proc, []))
 
     def started() -> re.Match[str] | None:
         if proc.poll() is not None:
@@ -88,22 +112,23 @@ def _start_demo(workdir: Path, name: str) -> tuple[subprocess.Popen[bytes], Path
 
     match = wait_until(started, 180, 0.5, "the demo stack")
     url, pids = match.group(1), [int(p) for p in match.group(2).split()]
+    started_list[-1] = (proc, pids)
     # The simulator's traffic reaches the daemon: the producer and the broker are in use.
     wait_until(lambda: metric_sum(httpx.get(f"{url}/metrics", timeout=5).text,
                                   "lifeguard_events_total") > 0, 60, 0.5, "events")
-    return proc, err, pids, url
+    return proc, err, pids
 
 
-def test_ctrl_c_stops_the_demo_stack_cleanly(demo_dir: Path) -> None:
-    proc, err, pids, _ = _start_demo(demo_dir, "sigint")
+def test_ctrl_c_stops_the_demo_stack_cleanly(demo) -> None:  # type: ignore[no-untyped-def]
+    proc, err, pids = demo()
     took = _signal_and_time(proc, signal.SIGINT)
     _assert_clean(proc, took, err, pids)
     assert proc.returncode == 130
 
 
 def test_sigterm_stops_the_demo_stack_and_probe_names_a_stopped_replica(
-        demo_dir: Path) -> None:
-    proc, err, pids, _ = _start_demo(demo_dir, "sigterm")
+        demo, demo_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    proc, err, pids = demo()
     config = demo_dir / "run" / "lifeguard.yaml"
     replicas = yaml.safe_load(config.read_text())["fleet"]["replicas"]
     probe = subprocess.run([sys.executable, "-m", "daemon.cli", "check-config", "--probe",

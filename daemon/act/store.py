@@ -289,9 +289,12 @@ class StateStore:
         return _run(rows[0]) if rows else None
 
     def list_runs(self, model: str | None = None, states: Iterable[RunState] | None = None,
-                  limit: int = 100) -> list[ActionRun]:
-        """Newest first."""
+                  limit: int = 100, id_prefix: str | None = None) -> list[ActionRun]:
+        """Newest first; ``id_prefix`` keeps the runs whose id starts with it (as git does)."""
         where, args = _filters(("model =", model))
+        if id_prefix is not None:  # not LIKE: no wildcards to escape, and case-sensitive
+            where = f"{where} AND substr(id, 1, ?) = ?" if where else " WHERE substr(id, 1, ?) = ?"
+            args = [*args, len(id_prefix), id_prefix]
         if states is not None:
             values = [s.value for s in states]
             clause = f"state IN ({','.join('?' * len(values))})" if values else "0"
