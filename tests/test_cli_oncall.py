@@ -88,7 +88,7 @@ def test_pause_resume_and_audit(daemon_api: StateStore, monkeypatch: pytest.Monk
     assert cli("resume", "m") == (0, "m: resumed\n")
     code, out = cli("audit", "--since", "1h", "--model", "m")
     assert code == 0
-    for action in ("evaluation.breached", "run.pending_approval", "model.paused",
+    for action in ("breach.began", "run.pending_approval", "model.paused",
                    "model.resumed"):
         assert action in out
     code, out = cli("audit", "--since", "2999-01-01T00:00:00Z", "--json")
