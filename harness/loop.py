@@ -113,7 +113,7 @@ class Observer:
         for run in self.stack.api(f"/runs?model={MODEL}").get("runs", []):
             rid = run["id"]
             if rid not in state.runs:
-                state.mark("run", f"run {rid[:12]} created ({run['pipeline']}, {run['mode']})")
+                state.mark("run", f"run {rid} created ({run['pipeline']}, {run['mode']})")
             state.runs[rid] = run
             done = run.get("step", 0)
             if done != self._run_steps.get(rid, 0) or run["state"] != self._run_states.get(rid):
@@ -126,7 +126,7 @@ class Observer:
                     self._run_states[rid] = run["state"]
                     if run["state"] in ("succeeded", "failed", "rolled_back", "rejected"):
                         state.mark(run["state"] if run["state"] != "succeeded" else "promoted",
-                                   f"run {rid[:12]} {run['state']}"
+                                   f"run {rid} {run['state']}"
                                    + (f": {run['error']}" if run.get("error") else ""))
 
 
