@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 _STOP = object()
 _BOOTSTRAP_MS = 5000  # one connect attempt; kafka-python's default blocks 30 s
 _RECONNECT_S = 5.0  # after a failed connect, events are dropped (and counted) this long
+# An unacknowledged event fails after this long, so that flushing at close ends even when the
+# broker went away first (kafka-python's default is two minutes).
+_DELIVERY_TIMEOUT_MS = 5000
+_CLOSE_FLUSH_S = 6.0
 
 
 @dataclass
@@ -72,8 +76,9 @@ class EventEmitter:
         except queue.Full:
             self.stats.dropped += 1
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Send what is queued (up to ``timeout_s``), then stop the thread."""
+    def close(self, timeout_s: float = _CLOSE_FLUSH_S + 2.0) -> None:
+        """Send what is queued (up to ``timeout_s``, past the producer's own flush bound), then
+        stop the thread."""
         if self._thread is None:
             return
         with contextlib.suppress(queue.Full):
@@ -111,8 +116,26 @@ class EventEmitter:
             except Exception as exc:  # buffer full, broker gone: count it and keep serving
                 self._on_error(exc)
         if producer is not None:
-            producer.flush(5)
-            producer.close(5)
+            self._close_producer(producer)
+
+    def _close_producer(self, producer: Any) -> None:
+        """Flush for a bounded time. Records the broker never acknowledged have failed by then
+        (the delivery timeout), counted as failed; a flush that still times out counts what
+        was left as dropped. Closing also drops kafka-python's atexit hook, which blocks on a
+        dead broker at exit."""
+        from kafka.errors import KafkaTimeoutError
+
+        try:
+            producer.flush(_CLOSE_FLUSH_S)
+            producer.close(1)
+        except KafkaTimeoutError:
+            s = self.stats
+            unsent = max(0, s.queued - s.sent - s.failed - s.dropped)
+            s.dropped += unsent
+            log.warning("event emitter: %d events not flushed in %.0fs, dropped", unsent,
+                        _CLOSE_FLUSH_S)
+            with contextlib.suppress(KafkaTimeoutError):
+                producer.close(0)
 
     def _connect(self) -> Any:
         from kafka import KafkaProducer
@@ -123,7 +146,9 @@ class EventEmitter:
             try:
                 return KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks=1,
                                      max_block_ms=2000, retries=3,
-                                     bootstrap_timeout_ms=_BOOTSTRAP_MS)
+                                     bootstrap_timeout_ms=_BOOTSTRAP_MS,
+                                     request_timeout_ms=3000,
+                                     delivery_timeout_ms=_DELIVERY_TIMEOUT_MS)
             except KafkaError as exc:
                 if time.monotonic() >= deadline:
                     log.warning("event emitter: cannot reach %s: %r", self.bootstrap, exc)

@@ -218,7 +218,7 @@ class Stack:
             pids.append(self.broker.pid)
         return pids
 
-    def stop(self, timeout_s: float = 3.0) -> None:
+    def stop(self, timeout_s: float = 4.0) -> None:
         """Stop in dependency order within ``timeout_s``: SIGTERM the daemon first (it commits
         its offsets while the broker is up), then the replicas (they flush their event logs to
         the broker), wait for them together, and stop the broker last. A child still running
