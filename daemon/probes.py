@@ -37,7 +37,7 @@ def probe_all(config: DaemonConfig, timeout_s: float = TIMEOUT_S) -> list[Check]
     if config.fleet is not None:
         checks += [probe_replica(url, timeout_s) for url in config.fleet.replicas]
         checks.append(probe_writable_dir("repository", config.fleet.repository))
-    checks += probe_state(config.state)
+    checks += probe_state(config.state, timeout_s)
     return checks
 
 

@@ -9,6 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class Stopped(KeyboardInterrupt):
@@ -55,8 +59,8 @@ def run_demo(approve: bool, workdir: Path, rate: float, shift_at: float, duratio
             return 130
 
 
-def _run(console, approve: bool, workdir: Path, rate: float,  # type: ignore[no-untyped-def]
-         shift_at: float, duration: float, after_recovery: float, tiny: bool) -> int:
+def _run(console: Console, approve: bool, workdir: Path, rate: float, shift_at: float,
+         duration: float, after_recovery: float, tiny: bool) -> int:
     import logging
     import shutil
     import time
