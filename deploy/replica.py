@@ -1,6 +1,7 @@
 """The reference serving replica: Open Inference Protocol v2 over HTTP (health, model ready,
 metadata, infer), Triton's repository extension (index, load, unload), a plain-text endpoint,
-and one InferenceEvent per request to Kafka — the fleet is the daemon's data source."""
+OpenAI-compatible /v1 endpoints for its generators (deploy.openai_api), and one InferenceEvent
+per request to Kafka — the fleet is the daemon's data source."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from daemon.events import InferenceEvent, Output
 from deploy.emitter import EventEmitter
 from deploy.errors import DeployError
+from deploy.openai_api import openai_router
 from deploy.replica_metrics import ReplicaMetrics
 from deploy.repository import ModelRepository, parse_version, validate_model_name
 from deploy.serving import ModelServer, Prediction, ServingError
@@ -90,6 +92,8 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
     app = FastAPI(title="lifeguard replica", lifespan=lifespan)
     app.state.server = server
     app.state.emitter = emitter
+    app.include_router(openai_router(server, emitter.emit, metrics.observe,
+                                     settings.replica_name))
 
     def log_event(slot_name: str, request_id: str, text: str, started: float,
                   prediction: Prediction | None, error: str | None, version: int | None) -> None:
