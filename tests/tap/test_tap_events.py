@@ -16,7 +16,6 @@ from deploy.tap_events import (
     inference_event,
     read_answer,
     request_input,
-    request_params,
 )
 
 
