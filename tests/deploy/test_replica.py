@@ -231,3 +231,46 @@ def test_prometheus_metrics_count_what_was_served(
     assert after["lifeguard_replica_batch_size_count"] >= before.get(
         "lifeguard_replica_batch_size_count", 0) + 1
     assert after['lifeguard_replica_events_total{outcome="sent"}'] > 0
+
+
+def test_openai_endpoints_over_the_generator(
+        served: tuple[ReplicaProcess, ModelRepository]) -> None:
+    """/v1 as the official openai client sees it: models, chat streamed or not, usage, stop."""
+    import openai
+
+    replica, repo = served
+    client = openai.OpenAI(base_url=replica.url + "/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list()] == [LM]  # generators only
+    messages = [{"role": "user", "content": "the battery is"}]
+    answer = client.chat.completions.create(model=LM, messages=messages,  # type: ignore[arg-type]
+                                            max_tokens=6)
+    text = answer.choices[0].message.content
+    assert answer.usage is not None and text is not None
+    # Greedy decoding: the same text as generating from the rendered chat in this process.
+    from deploy.inference import OnnxCausalLM
+
+    local = OnnxCausalLM.from_dir(repo.version_dir(LM, 1), "cpu", 1)
+    assert text == local.generate(["user: the battery is\nassistant:"], max_new_tokens=6)[0]
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+    assert answer.choices[0].finish_reason == (
+        "length" if answer.usage.completion_tokens == 6 else "stop")
+    chunks = list(client.chat.completions.create(
+        model=LM, messages=messages, max_tokens=6, stream=True,  # type: ignore[arg-type]
+        stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert chunks[-1].choices == [] and chunks[-1].usage == answer.usage
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == (
+        answer.choices[0].finish_reason)
+    if len(text.strip()) > 2:  # a stop string cuts the answer before it
+        stop = text.strip()[1:3]
+        cut = client.chat.completions.create(model=LM, messages=messages,  # type: ignore[arg-type]
+                                             max_tokens=6, stop=[stop])
+        assert cut.choices[0].message.content == text[:text.index(stop)]
+        assert cut.choices[0].finish_reason == "stop"
+    with pytest.raises(openai.BadRequestError, match="not a generator"):
+        client.chat.completions.create(model=MODEL, messages=messages)  # type: ignore[arg-type]
+    with pytest.raises(openai.BadRequestError, match="n=1"):
+        client.chat.completions.create(model=LM, messages=messages, n=2)  # type: ignore[arg-type]
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=messages)  # type: ignore[arg-type]
