@@ -20,11 +20,12 @@ $(STAMP): $(PY) pyproject.toml
 install: $(STAMP)
 
 demo: install
-	HF_HUB_OFFLINE=1 DO_NOT_TRACK=1 $(VENV)/bin/lifeguard demo $(ARGS)
+	PYTHONPATH=$(CURDIR) HF_HUB_OFFLINE=1 DO_NOT_TRACK=1 $(VENV)/bin/lifeguard demo $(ARGS)
 
 lint: install
 	$(PY) -m ruff check .
-	$(PY) -m mypy daemon detectors actions deploy simulator
+	$(VENV)/bin/lint-imports
+	$(PY) -m mypy lifeguard daemon detectors actions deploy simulator harness
 
 # promtool and amtool for the ops/ tests (Debian's prometheus, prometheus-alertmanager). Only
 # the binaries are wanted: where systemd runs, the packaged services are stopped and disabled

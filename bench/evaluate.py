@@ -107,9 +107,9 @@ def ingest_during_evaluation(events: int = 120_000) -> str:
     import random
 
     from daemon.app import Daemon
-    from daemon.broker import LocalBroker, ensure_topics
     from daemon.config import parse_config
-    from daemon.traffic import (
+    from daemon.ingest.broker import LocalBroker, ensure_topics
+    from harness.traffic import (
         encoded,
         feedback_record,
         inference_record,

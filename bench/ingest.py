@@ -23,9 +23,9 @@ import random
 import time
 
 from daemon.app import Daemon
-from daemon.broker import LocalBroker, ensure_topics
 from daemon.config import parse_config
-from daemon.traffic import encoded, inference_record, make_producer, produce
+from daemon.ingest.broker import LocalBroker, ensure_topics
+from harness.traffic import encoded, inference_record, make_producer, produce
 
 TOPIC = "inference"
 

@@ -19,9 +19,9 @@ import json
 import shutil
 from pathlib import Path
 
-from daemon.stack.loop import run_scenario
-from daemon.stack.processes import LoopSettings, Stack
-from daemon.stack.report import summary_line, write_report
+from harness.loop import run_scenario
+from harness.processes import LoopSettings, Stack
+from harness.report import summary_line, write_report
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=900.0)
     parser.add_argument("--after-recovery", type=float, default=60.0)
     args = parser.parse_args()
-    from daemon.stack.base_model import prepare_base_model
+    from harness.base_model import prepare_base_model
     from simulator.scenarios import ScenarioConfig
 
     workdir = args.workdir.resolve()

@@ -24,14 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from daemon.broker import LocalBroker, ensure_topics
+from daemon.ingest.broker import LocalBroker, ensure_topics
 from deploy.config import CanaryConfig, FleetConfig, RolloutConfig
 from deploy.fleet import ReplicaClient
 from deploy.judge import KafkaTrafficJudge
 from deploy.repository import ModelRepository, triton_config
 from deploy.rollout_store import RolloutStore
 from deploy.step import DeployRequest, deploy
-from tests.deploy.harness import (
+from harness.replicas import (
     MODEL,
     TOPIC,
     ReplicaProcess,
@@ -39,7 +39,7 @@ from tests.deploy.harness import (
     served_versions,
     swapped_labels,
 )
-from tests.tiny_models import review_corpus, train_tokenizer
+from harness.tiny_models import review_corpus, train_tokenizer
 
 BENCH_MODEL = "bench-bert"
 
@@ -130,7 +130,7 @@ def replica_throughput(root: Path, seconds: float, clients: int,
 
 
 def fleet_rollouts(root: Path, broker: LocalBroker) -> tuple[int, float]:
-    from tests.tiny_models import cached_onnx_classifier
+    from harness.tiny_models import cached_onnx_classifier
 
     ensure_topics(broker.bootstrap, {TOPIC: 1})
     fp32, int8 = cached_onnx_classifier("fp32"), cached_onnx_classifier("int8")

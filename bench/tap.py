@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from daemon.broker import LocalBroker, ensure_topics, free_port  # noqa: E402
+from daemon.ingest.broker import LocalBroker, ensure_topics, free_port  # noqa: E402
 
 MESSAGES = [{"role": "system", "content": "You answer briefly."},
             {"role": "user", "content": "How was the battery life of the new laptop?"}]

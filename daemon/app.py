@@ -12,40 +12,23 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
 from types import FrameType
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
-from daemon.batch import EventSink, PartitionBatch, TopicPartitionId
-from daemon.broker import LocalBroker, ensure_topics, free_port
-from daemon.config import EMBEDDED, DaemonConfig
-from daemon.evaluation import Evaluation
+from daemon.act.store import StateStore
+from daemon.assembly import EvaluatorNudge, FanoutSink, build_control, build_monitoring
+from daemon.config import DaemonConfig
 from daemon.http import ApiServer, create_app
-from daemon.ingest import Ingestor
-from daemon.metrics import IngestMetrics, MetricsSink
-from daemon.monitoring import EvaluatorNudge, build_monitoring
-from daemon.store import StateStore
-from daemon.wiring import build_control
+from daemon.ingest.broker import LocalBroker, ensure_topics, free_port
+from daemon.ingest.config import EMBEDDED
+from daemon.ingest.consumer import Ingestor
+from daemon.ingest.metrics import IngestMetrics, MetricsSink
+from daemon.monitor.evaluation import Evaluation
 
 log = logging.getLogger(__name__)
 
 STALL_S = 60.0
-
-
-class FanoutSink:
-    """Applies each batch to several sinks in order (metrics first: cheapest, never fails)."""
-
-    def __init__(self, sinks: Sequence[EventSink]) -> None:
-        self.sinks = list(sinks)
-
-    def apply(self, batch: PartitionBatch) -> None:
-        for sink in self.sinks:
-            sink.apply(batch)
-
-    def release(self, partitions: Sequence[TopicPartitionId]) -> None:
-        for sink in self.sinks:
-            sink.release(partitions)
 
 
 class Daemon:

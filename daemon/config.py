@@ -9,12 +9,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Final, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -22,13 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from daemon.monitoring_config import (
-    EvaluationConfig,
-    LabelJoinConfig,
-    ReferenceConfig,
-    WindowConfig,
-)
-from daemon.policy_config import (
+from daemon.act.config import (
     AlertsConfig,
     ModelPolicy,
     PipelineConfig,
@@ -36,10 +27,18 @@ from daemon.policy_config import (
     RunnerConfig,
     check_pipeline_refs,
 )
+from daemon.ingest.config import KafkaConfig
+from daemon.monitor.config import (
+    EvaluationConfig,
+    LabelJoinConfig,
+    ReferenceConfig,
+    WindowConfig,
+)
 from deploy.config import FleetConfig
 from detectors.config import SuiteConfig
+from lifeguard.config import StrictModel
+from lifeguard.tasks import Task
 
-EMBEDDED: Final = "embedded"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -47,39 +46,7 @@ class ConfigError(ValueError):
     """The configuration file cannot be used; the message names each bad key's path."""
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class KafkaConfig(Strict):
-    """Where inference and feedback events come from."""
-
-    bootstrap_servers: list[str] | Literal["embedded"] = Field(
-        EMBEDDED, description="Kafka brokers, or 'embedded' to start a local broker."
-    )
-    topics: list[str] = Field(["inference"], min_length=1)
-    group_id: str = "lifeguard"
-    client_id: str = "lifeguard"
-    dead_letter_topic: str = "lifeguard.dead-letter"
-    max_message_bytes: int = Field(1 << 20, gt=0, description="Larger messages are dead-lettered.")
-    max_batch: int = Field(2000, gt=0, description="Most records applied per poll.")
-    poll_timeout_ms: int = Field(100, gt=0)
-    session_timeout_ms: int = Field(10_000, ge=1000)
-    heartbeat_interval_ms: int = Field(3000, ge=100)
-    replay_messages: int = Field(
-        0, ge=0,
-        description="On partition assignment, re-read up to this many already-committed messages "
-        "per partition to rebuild windows (counted as replayed, never acted on).",
-    )
-    partitions: int = Field(3, gt=0, description="Partitions for topics the daemon creates.")
-    create_topics: bool = Field(True, description="Create missing topics at start-up.")
-    client_options: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Passed to kafka-python as-is: security_protocol, sasl_*, ssl_*, ...",
-    )
-
-
-class ApiConfig(Strict):
+class ApiConfig(StrictModel):
     """The HTTP server: /metrics, /healthz, /readyz and the control API."""
 
     host: str = "127.0.0.1"
@@ -93,16 +60,16 @@ class ApiConfig(Strict):
         return os.environ.get(self.token_env) or None
 
 
-class StateConfig(Strict):
+class StateConfig(StrictModel):
     path: Path = Path("var/lifeguard.db")
     artifacts_dir: Path = Path("var/artifacts")
 
 
-class ModelConfig(Strict):
+class ModelConfig(StrictModel):
     """One model the daemon watches."""
 
     name: str
-    task: Literal["sequence-classification", "causal-lm"] = "sequence-classification"
+    task: Task = "sequence-classification"
     window: WindowConfig = WindowConfig()
     reference: ReferenceConfig = ReferenceConfig()
     labels: LabelJoinConfig = LabelJoinConfig()
@@ -116,6 +83,15 @@ class ModelConfig(Strict):
         "packaged all-MiniLM-L6-v2.")
     policy: ModelPolicy | None = Field(None, description="When and how to act; none = watch only.")
 
+    @model_validator(mode="after")
+    def _one_task(self) -> ModelConfig:
+        """The detectors judge the model's own task: a ``detectors.task`` that says otherwise
+        is a mistake, not a setting to overwrite silently."""
+        if "task" in self.detectors.model_fields_set and self.detectors.task != self.task:
+            raise ValueError(f"detectors.task is {self.detectors.task!r} but the model's task "
+                             f"is {self.task!r}; leave detectors.task out")
+        return self
+
     @field_validator("name")
     @classmethod
     def _valid_name(cls, name: str) -> str:
@@ -124,7 +100,7 @@ class ModelConfig(Strict):
         return name
 
 
-class DaemonConfig(Strict):
+class DaemonConfig(StrictModel):
     kafka: KafkaConfig = KafkaConfig()
     api: ApiConfig = ApiConfig()
     state: StateConfig = StateConfig()

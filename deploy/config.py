@@ -6,14 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from lifeguard.config import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CanaryConfig(_Strict):
+class CanaryConfig(StrictModel):
     """How many replicas take the canary and what the judge needs before it may promote."""
 
     replicas: int = Field(default=1, ge=1,
@@ -36,7 +34,7 @@ class CanaryConfig(_Strict):
                              description="no conclusive verdict by then: roll back")
 
 
-class RolloutConfig(_Strict):
+class RolloutConfig(StrictModel):
     strategy: Literal["rolling", "canary"] = "canary"
     canary: CanaryConfig = CanaryConfig()
     request_timeout_s: float = Field(default=10.0, gt=0,
@@ -49,7 +47,7 @@ class RolloutConfig(_Strict):
                             description="input of the inference run after each load")
 
 
-class FleetConfig(_Strict):
+class FleetConfig(StrictModel):
     """The replicas (Open Inference Protocol v2 base URLs), the repository they load from."""
 
     replicas: list[str] = Field(min_length=1)

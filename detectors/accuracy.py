@@ -56,7 +56,7 @@ class AccuracyDetector:
 
     def __init__(
         self,
-        task: str = "classification",
+        task: str = "sequence-classification",
         floors: dict[str, float] | None = None,
         tolerance: float = 0.05,
         margin_z: float = 4.0,
@@ -65,8 +65,8 @@ class AccuracyDetector:
         segment_gap_max: float = 0.15,
     ) -> None:
         metrics: dict[str, dict[str, Callable[..., Estimate]]] = {
-            "classification": {"accuracy": accuracy, "macro_f1": macro_f1},
-            "generation": {"mean_rating": mean_rating},
+            "sequence-classification": {"accuracy": accuracy, "macro_f1": macro_f1},
+            "causal-lm": {"mean_rating": mean_rating},
         }
         if task not in metrics:
             raise ValueError(f"task must be one of {sorted(metrics)}, got {task!r}")

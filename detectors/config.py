@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from detectors.stattests import check_method, is_pvalue
+from lifeguard.config import StrictModel
+from lifeguard.tasks import Task
 
-Task = Literal["classification", "generation"]
 TextFeature = Literal["length", "words", "oov"]
 
 # Distance methods' thresholds when the config gives none (Evidently's own defaults).
@@ -17,11 +18,9 @@ DISTANCE_DEFAULTS = {"wasserstein": 0.1, "ed": 0.1, "psi": 0.1, "jensenshannon":
                      "kl_div": 0.1, "hellinger": 0.1}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LatencyConfig(_Strict):
+class LatencyConfig(StrictModel):
     """Percentiles against SLOs (None: not checked) and the share of errors against a ceiling."""
 
     enabled: bool = True
@@ -42,7 +41,7 @@ class LatencyConfig(_Strict):
         return self
 
 
-class AccuracyConfig(_Strict):
+class AccuracyConfig(StrictModel):
     """Quality on joined labels: accuracy and macro F1 (classification) or mean rating (generation).
 
     Each metric is checked against ``floor`` (if set) and against the reference window's value
@@ -66,7 +65,7 @@ class AccuracyConfig(_Strict):
     segment_gap_max: float = Field(default=0.15, ge=0, le=1)
 
 
-class ColumnDrift(_Strict):
+class ColumnDrift(StrictModel):
     """One flat column and the Evidently test that judges it."""
 
     column: str
@@ -85,7 +84,7 @@ class ColumnDrift(_Strict):
         return self
 
 
-class EmbeddingDrift(_Strict):
+class EmbeddingDrift(StrictModel):
     """Drift of a text column's sentence embeddings, by one of Evidently's embedding methods.
 
     All four scores breach above the threshold: "distance" between mean embeddings (cheap; the
@@ -107,7 +106,7 @@ class EmbeddingDrift(_Strict):
         return self
 
 
-class TextDrift(_Strict):
+class TextDrift(StrictModel):
     """A text column: numeric features tested with ``method``, plus optional embedding drift
     (on the embeddings the caller supplies under the same column name)."""
 
@@ -123,7 +122,7 @@ class TextDrift(_Strict):
         return self
 
 
-class DriftConfig(_Strict):
+class DriftConfig(StrictModel):
     """Input, prediction and output drift.
 
     ``family_alpha`` is the false-alarm probability of one whole evaluation across its p-value
@@ -138,10 +137,10 @@ class DriftConfig(_Strict):
     min_samples: int = Field(default=200, ge=2)
 
 
-class SuiteConfig(_Strict):
+class SuiteConfig(StrictModel):
     """Everything one model's full detector pass needs."""
 
-    task: Task = "classification"
+    task: Task = "sequence-classification"
     latency: LatencyConfig = LatencyConfig()
     accuracy: AccuracyConfig = AccuracyConfig()
     drift: DriftConfig = DriftConfig()
@@ -150,14 +149,14 @@ class SuiteConfig(_Strict):
         if self.drift.texts is not None:
             return self.drift.texts
         inputs = TextDrift(column="input_text", embedding=EmbeddingDrift())
-        if self.task == "generation":
+        if self.task == "causal-lm":
             return inputs, TextDrift(column="output_text", features=("length", "words"))
         return (inputs,)
 
     def drift_columns(self) -> tuple[ColumnDrift, ...]:
         if self.drift.columns is not None:
             return self.drift.columns
-        if self.task == "classification":
+        if self.task == "sequence-classification":
             return (ColumnDrift(column="prediction", kind="categorical"),
                     ColumnDrift(column="score", kind="numerical"))
         return ()

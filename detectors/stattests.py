@@ -61,7 +61,7 @@ def check_method(method: str, kind: str) -> None:
 
 
 @cache
-def _evidently() -> Any:
+def load_evidently() -> Any:
     # Importing evidently costs ~3-4 s (its package root imports the whole library), so it is
     # paid on the first drift test, never when the daemon or the CLI merely imports detectors.
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -83,7 +83,7 @@ def column_score(
     """Evidently's ``method`` on one column (NaN already dropped by the caller)."""
     import pandas as pd
 
-    stattests, column_type = _evidently()
+    stattests, column_type = load_evidently()
     test = stattests.get_stattest(None, None, _column_type(column_type, kind), method)
     result = test(
         pd.Series(reference, copy=False), pd.Series(current, copy=False),
@@ -111,7 +111,7 @@ def embedding_score(
     """
     import pandas as pd
 
-    _evidently()
+    load_evidently()
     from evidently.legacy.metrics.data_drift import embedding_drift_methods as edm
 
     if method == "distance":

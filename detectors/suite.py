@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from detectors.accuracy import AccuracyDetector
+from detectors.columns import feature_column
 from detectors.config import DISTANCE_DEFAULTS, SuiteConfig, TextDrift
 from detectors.drift import ColumnDriftDetector, EmbeddingDriftDetector
 from detectors.latency import LatencyDetector
@@ -57,7 +58,7 @@ class DetectorSuite:
         self.latency = LatencyDetector(lat.p50_ms, lat.p95_ms, lat.p99_ms, lat.error_rate_max,
                                        lat.min_samples) if lat.enabled else None
         acc = config.accuracy
-        floors = ({"mean_rating": acc.rating_floor} if config.task == "generation" else
+        floors = ({"mean_rating": acc.rating_floor} if config.task == "causal-lm" else
                   {"accuracy": acc.accuracy_floor, "macro_f1": acc.macro_f1_floor})
         self.accuracy = AccuracyDetector(
             config.task, {k: v for k, v in floors.items() if v is not None},
@@ -139,7 +140,7 @@ class DetectorSuite:
         acc = self.config.accuracy
         ref: tuple[np.ndarray, np.ndarray | None]
         cur: tuple[np.ndarray, np.ndarray | None]
-        if self.config.task == "generation":
+        if self.config.task == "causal-lm":
             ref = (_column(rf, acc.rating_column, np.float64), None)
             cur = (_column(cf, acc.rating_column, np.float64), None)
         else:
@@ -191,7 +192,7 @@ def _labels(frame: pd.DataFrame, truth: str, prediction: str) -> tuple[np.ndarra
 
 
 def _precomputed(frame: pd.DataFrame, text: TextDrift) -> dict[str, np.ndarray] | None:
-    names = {f: f"{text.column}.{f}" for f in text.features}
+    names = {f: feature_column(text.column, f) for f in text.features}
     if not all(n in frame for n in names.values()):
         return None
     return {f: frame[n].to_numpy(dtype=np.float64) for f, n in names.items()}

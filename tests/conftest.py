@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from daemon.broker import LocalBroker
+    from daemon.ingest.broker import LocalBroker
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -18,7 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[LocalBroker]:
-    from daemon.broker import LocalBroker
+    from daemon.ingest.broker import LocalBroker
 
     with LocalBroker() as local:
         yield local

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
-from daemon.batch import PartitionBatch, TopicPartitionId
-from daemon.config import KafkaConfig
-from daemon.ingest import Ingestor
-from daemon.metrics import IngestMetrics
+from daemon.ingest.batch import PartitionBatch, TopicPartitionId
+from daemon.ingest.config import KafkaConfig
+from daemon.ingest.consumer import Ingestor
+from daemon.ingest.metrics import IngestMetrics
 
 
 class FileSink:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from daemon.evaluation import Evaluation
-from daemon.policy import PolicyEngine
-from daemon.policy_config import ModelPolicy, PipelineConfig
-from daemon.runs import ActionRun, RunState, run_id_for
-from daemon.store import StateStore
+from daemon.act.config import ModelPolicy, PipelineConfig
+from daemon.act.policy import PolicyEngine
+from daemon.act.runs import ActionRun, RunState, run_id_for
+from daemon.act.store import StateStore
+from daemon.monitor.evaluation import Evaluation
 from detectors.result import DetectorResult, Verdict
 
 TESTS = Path(__file__).resolve().parent

@@ -15,7 +15,7 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.broker import free_port
+from daemon.ingest.broker import free_port
 
 
 def wait_until(predicate, timeout_s: float, interval_s: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]

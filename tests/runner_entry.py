@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from daemon.runner import Runner
-from daemon.runs import RunState
-from daemon.store import StateStore
+from daemon.act.runner import Runner
+from daemon.act.runs import RunState
+from daemon.act.store import StateStore
 
 
 def main(db: str, work_root: str) -> int:

@@ -14,13 +14,13 @@ import pytest
 from policy_fixtures import quick_pipeline
 from prometheus_client import CollectorRegistry
 
-from daemon.alerts import AlertPayloadError, parse_webhook
-from daemon.api import create_router
+from daemon.act.alerts import AlertPayloadError, parse_webhook
+from daemon.act.api import create_router
+from daemon.act.config import ModelPolicy
+from daemon.act.policy import PolicyEngine
+from daemon.act.runs import RunState
+from daemon.act.store import StateStore
 from daemon.http import ApiServer, create_app
-from daemon.policy import PolicyEngine
-from daemon.policy_config import ModelPolicy
-from daemon.runs import RunState
-from daemon.store import StateStore
 
 TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

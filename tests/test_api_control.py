@@ -12,11 +12,11 @@ import pytest
 from policy_fixtures import engine, evaluation
 from prometheus_client import CollectorRegistry
 
-from daemon.api import create_router
+from daemon.act.api import create_router
+from daemon.act.policy import PolicyEngine
+from daemon.act.runs import RunState
+from daemon.act.store import StateStore
 from daemon.http import ApiServer, create_app
-from daemon.policy import PolicyEngine
-from daemon.runs import RunState
-from daemon.store import StateStore
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import math
 
-from daemon.api import evaluation_json
-from daemon.evaluation import Evaluation
+from daemon.act.api import evaluation_json
+from daemon.monitor.evaluation import Evaluation
 from detectors.result import DetectorResult, Verdict
 
 

@@ -13,12 +13,12 @@ from policy_fixtures import engine, evaluation
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
-from daemon.api import create_router
+from daemon.act.api import create_router
+from daemon.act.runs import RunState
+from daemon.act.store import StateStore
 from daemon.cli import app
 from daemon.cli.oncall import parse_since, summarize
 from daemon.http import ApiServer, create_app
-from daemon.runs import RunState
-from daemon.store import StateStore
 
 TOKEN = "cli-token"
 BREACH = {"drift.distribution[x]": True}

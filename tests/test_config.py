@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import EMBEDDED, ConfigError, load_config, parse_config
+from daemon.config import ConfigError, load_config, parse_config
+from daemon.ingest.config import EMBEDDED
 
 
 def test_empty_config_runs_on_embedded_defaults(tmp_path: Path) -> None:

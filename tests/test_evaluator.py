@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from daemon.batch import PartitionBatch
+from daemon.assembly import build_monitoring
 from daemon.config import parse_config
-from daemon.evaluation import Evaluation
 from daemon.events import FeedbackEvent, InferenceEvent, Output
-from daemon.monitoring import build_monitoring
+from daemon.ingest.batch import PartitionBatch
+from daemon.monitor.evaluation import Evaluation
 from detectors.result import Verdict
 
 WINDOW = 2000

@@ -16,7 +16,7 @@ from daemon.events import (
     decode,
     encode,
 )
-from daemon.traffic import feedback_record, inference_record, malformed_messages
+from harness.traffic import feedback_record, inference_record, malformed_messages
 
 BASE = {
     "schema": "inference/v1", "request_id": "r-1", "ts": "2026-11-29T10:00:00Z",

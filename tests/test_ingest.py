@@ -15,8 +15,8 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from procs import DaemonProcess, metric_sum, wait_until
 
-from daemon.broker import LocalBroker, ensure_topics
-from daemon.traffic import encoded, inference_record, make_producer, malformed_messages, produce
+from daemon.ingest.broker import LocalBroker, ensure_topics
+from harness.traffic import encoded, inference_record, make_producer, malformed_messages, produce
 
 pytestmark = pytest.mark.integration
 MAX_BYTES = 4096

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from daemon.events import FeedbackEvent
-from daemon.labels import LabelJoin
-from daemon.monitoring_config import LabelJoinConfig
+from daemon.monitor.config import LabelJoinConfig
+from daemon.monitor.labels import LabelJoin
 
 
 def _fb(rid: str, ts_s: float, label: str = "positive") -> FeedbackEvent:

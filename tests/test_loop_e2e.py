@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.stack.loop import run_scenario
-from daemon.stack.processes import LoopSettings, Stack
+from harness.loop import run_scenario
+from harness.processes import LoopSettings, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 

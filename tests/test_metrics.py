@@ -9,9 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.batch import PartitionBatch
 from daemon.events import FeedbackEvent, InferenceEvent
-from daemon.metrics import LATENCY_BUCKETS_S, BatchHistogram, IngestMetrics, MetricsSink
+from daemon.ingest.batch import PartitionBatch
+from daemon.ingest.metrics import LATENCY_BUCKETS_S, BatchHistogram, IngestMetrics, MetricsSink
 
 
 def _samples(registry: CollectorRegistry, name: str) -> dict[tuple, float]:

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from procs import DaemonProcess, wait_until
 
-from daemon.broker import LocalBroker, ensure_topics, free_port
+from daemon.ingest.broker import LocalBroker, ensure_topics, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -26,8 +26,8 @@ from procs import DaemonProcess, wait_until
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.broker import LocalBroker, ensure_topics, free_port
-from daemon.traffic import (
+from daemon.ingest.broker import LocalBroker, ensure_topics, free_port
+from harness.traffic import (
     encoded,
     feedback_record,
     inference_record,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from daemon.api import PREFIX, create_router
+from daemon.act.api import PREFIX, create_router
 from daemon.config import load_config
 
 OPS = Path(__file__).resolve().parent.parent / "ops"

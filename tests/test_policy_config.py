@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from daemon.act.config import Mode, PipelineConfig
 from daemon.cli.schema import config_schema, render_schema
 from daemon.config import ConfigError, load_config, parse_config
-from daemon.policy_config import Mode, PipelineConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "lifeguard.yaml"

@@ -13,12 +13,12 @@ from policy_fixtures import TESTS, evaluation
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
+from daemon.act.control import ControlPlane
+from daemon.act.runs import RunState
+from daemon.act.store import StateStore
 from daemon.cli import app
 from daemon.config import load_config
-from daemon.control import ControlPlane
 from daemon.http import ApiServer, create_app
-from daemon.runs import RunState
-from daemon.store import StateStore
 
 CONFIG = """
 api: {{token_env: LG_E2E_TOKEN}}

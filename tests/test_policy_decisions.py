@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from policy_fixtures import Clock, engine, evaluation, result
 
-from daemon.policy import evaluate_condition, key_matches
-from daemon.policy_config import Condition
-from daemon.runs import RunState
-from daemon.store import StateStore
+from daemon.act.config import Condition
+from daemon.act.policy import evaluate_condition, key_matches
+from daemon.act.runs import RunState
+from daemon.act.store import StateStore
 from detectors.result import Verdict
 
 BREACH = {"drift.distribution[text_length]": True, "latency.p95_ms": False}

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from daemon.runs import ActionRun, RunState
-from daemon.store import StateStore
-from daemon.wiring import RunCollector
+from daemon.act.run_metrics import RunCollector
+from daemon.act.runs import ActionRun, RunState
+from daemon.act.store import StateStore
 
 
 def _run(run_id: str, model: str, state: RunState) -> ActionRun:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.runs import ActionRun, RunState, run_id_for
-from daemon.store import StateStore
+from daemon.act.runs import ActionRun, RunState, run_id_for
+from daemon.act.store import StateStore
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

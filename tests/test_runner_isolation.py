@@ -28,10 +28,11 @@ def test_control_side_of_the_daemon_never_loads_torch(tmp_path: Path) -> None:
     paths = {"db": str(tmp_path / "state.db"), "log": str(tmp_path / "log"),
              "runs": str(tmp_path / "runs"), "tests": str(ROOT / "tests")}
     code = f"""
-import daemon.store, daemon.policy, daemon.runner, daemon.alerts, daemon.api, daemon.cli
-from daemon.runner import Runner
-from daemon.runs import ActionRun, RunState
-from daemon.store import StateStore
+import daemon.act.store, daemon.act.policy, daemon.act.runner, daemon.act.alerts
+import daemon.act.api, daemon.cli
+from daemon.act.runner import Runner
+from daemon.act.runs import ActionRun, RunState
+from daemon.act.store import StateStore
 p = {paths!r}
 s = StateStore(p["db"])
 steps = ({{"name": "s0", "uses": "runner_quick_steps:record", "params": {{"log": p["log"]}}}},)
@@ -41,5 +42,5 @@ Runner(s, p["runs"], worker_env={{"PYTHONPATH": p["tests"]}}).execute("r1")
 assert s.get_run("r1").state is RunState.SUCCEEDED, s.get_run("r1")
 """
     loaded = _modules_after(code)
-    assert "daemon.runner" in loaded and "fastapi" in loaded
+    assert "daemon.act.runner" in loaded and "fastapi" in loaded
     assert "torch" not in loaded and "transformers" not in loaded

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from policy_fixtures import TESTS, engine, evaluation, queued_run, quick_steps
 
-from daemon.runner import Runner
-from daemon.runs import RunState, StepRecord
-from daemon.store import StateStore
+from daemon.act.runner import Runner
+from daemon.act.runs import RunState, StepRecord
+from daemon.act.store import StateStore
 
 BREACH = {"drift.distribution[x]": True}
 
@@ -219,8 +219,8 @@ def test_snapshot_and_champion_are_captured_at_trigger_time(store: StateStore,
                                                            tmp_path: Path) -> None:
     from policy_fixtures import quick_pipeline
 
-    from daemon.policy import PolicyEngine
-    from daemon.policy_config import ModelPolicy
+    from daemon.act.config import ModelPolicy
+    from daemon.act.policy import PolicyEngine
 
     snapshots = iter([tmp_path / "snap-1.jsonl", tmp_path / "snap-2.jsonl"])
     eng = PolicyEngine(store, {"m": ModelPolicy.model_validate(

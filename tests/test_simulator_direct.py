@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 import pytest
 from typer.testing import CliRunner
 
-from daemon.broker import ensure_topics
 from daemon.cli import app
 from daemon.events import FeedbackEvent, InferenceEvent, decode
+from daemon.ingest.broker import ensure_topics
 from simulator.corpus import BASE_DOMAIN, SHIFT_DOMAIN
 from simulator.drivers import DirectConfig, SyntheticModel
 from simulator.errors import SimulatorRunError
@@ -22,7 +22,7 @@ from simulator.runner import Simulator
 from simulator.scenarios import ScenarioConfig
 
 if TYPE_CHECKING:
-    from daemon.broker import LocalBroker
+    from daemon.ingest.broker import LocalBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -12,18 +12,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from daemon.broker import ensure_topics, free_port
 from daemon.events import FeedbackEvent, InferenceEvent
+from daemon.ingest.broker import ensure_topics, free_port
 from deploy.repository import ModelRepository
+from harness.replicas import MODEL, TOPIC, ReplicaProcess
+from harness.tiny_models import cached_onnx_classifier
 from simulator.drivers import ReplicaConfig
 from simulator.runner import Simulator
 from simulator.scenarios import ScenarioConfig
-from tests.deploy.harness import MODEL, TOPIC, ReplicaProcess
 from tests.test_simulator_direct import read_topic
-from tests.tiny_models import cached_onnx_classifier
 
 if TYPE_CHECKING:
-    from daemon.broker import LocalBroker
+    from daemon.ingest.broker import LocalBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

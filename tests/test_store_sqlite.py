@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from policy_fixtures import evaluation, queued_run, quick_steps
 
-from daemon.runs import RunState, StepRecord
-from daemon.store import SCHEMA_VERSION, StateStore, StoreError
+from daemon.act.runs import RunState, StepRecord
+from daemon.act.store import SCHEMA_VERSION, StateStore, StoreError
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_many_threads_write_without_losing_anything(store: StateStore) -> None:
 
 
 def test_another_process_writes_beside_this_one(store: StateStore) -> None:
-    code = ("import sys; from daemon.store import StateStore; s = StateStore(sys.argv[1]);\n"
+    code = ("import sys; from daemon.act.store import StateStore; s = StateStore(sys.argv[1]);\n"
             "[s.audit('child.write', 'child', evidence={'i': i}) for i in range(100)]")
     child = subprocess.Popen([sys.executable, "-c", code, str(store.path)])
     for i in range(100):

@@ -19,7 +19,7 @@ def broker(
     ] = None,
 ) -> None:
     """Run a local tansu broker (memory storage) until Ctrl-C."""
-    from daemon.broker import LocalBroker, ensure_topics
+    from daemon.ingest.broker import LocalBroker, ensure_topics
 
     wanted: dict[str, int] = {}
     for spec in topic or ["inference:3"]:

@@ -9,7 +9,7 @@ import pytest
 
 from actions.context import ActionPolicy, StepContext, StepResult, TrainConfig
 from actions.snapshot import write_snapshot
-from tests.tiny_models import cached_causal_lm, cached_classifier, review_corpus
+from harness.tiny_models import cached_causal_lm, cached_classifier, review_corpus
 
 TRAIN = TrainConfig(epochs=3, batch_size=16, learning_rate=2e-3, max_length=32,
                     checkpoint_every=10)

@@ -115,7 +115,7 @@ def test_gate_applies_the_absolute_floor(clf_ctx: StepContext, tuned: StepResult
 def test_export_matches_pytorch_with_dynamic_axes(tuned: StepResult,
                                                   exported: StepResult) -> None:
     from actions.torch_models import load_torch_model
-    from tests.tiny_models import review_corpus
+    from harness.tiny_models import review_corpus
 
     assert exported.metrics["max_abs_diff"] <= 1e-3
     info = ModelInfo.read(exported.artifact_dir)

@@ -11,7 +11,7 @@ from actions.context import ActionPolicy, StepContext, TrainConfig
 from actions.snapshot import write_snapshot
 from actions.steps import run_pipeline
 from deploy.inference import OnnxClassifier
-from tests.tiny_models import review_corpus
+from harness.tiny_models import review_corpus
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from deploy.analysis import canary_analysis_router
 from deploy.config import CanaryConfig
 from deploy.judge import TrafficJudge
 from deploy.rollout_store import RolloutStore
-from tests.deploy.harness import synthetic_traffic
+from harness.replicas import synthetic_traffic
 
 CFG = CanaryConfig(min_events=100, min_labelled=50)
 

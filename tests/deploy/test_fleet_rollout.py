@@ -16,7 +16,7 @@ from typing import Literal
 
 import pytest
 
-from daemon.broker import LocalBroker, ensure_topics
+from daemon.ingest.broker import LocalBroker, ensure_topics
 from deploy.config import CanaryConfig, FleetConfig, RolloutConfig
 from deploy.errors import ReplicaRejectedError, TamperedVersionError
 from deploy.fleet import FleetClient
@@ -25,7 +25,7 @@ from deploy.repository import ModelRepository, triton_config
 from deploy.rollout import RolloutController
 from deploy.rollout_store import RolloutStore
 from deploy.step import DeployRequest, deploy
-from tests.deploy.harness import (
+from harness.replicas import (
     MODEL,
     REPO_ROOT,
     TOPIC,
@@ -34,7 +34,7 @@ from tests.deploy.harness import (
     served_versions,
     swapped_labels,
 )
-from tests.tiny_models import cached_onnx_classifier, review_corpus
+from harness.tiny_models import cached_onnx_classifier, review_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -16,14 +16,14 @@ import httpx
 import numpy as np
 import pytest
 
-from daemon.broker import LocalBroker, ensure_topics
 from daemon.events import InferenceEvent, decode
+from daemon.ingest.broker import LocalBroker, ensure_topics
 from deploy.errors import ReplicaRejectedError
 from deploy.fleet import ReplicaClient
 from deploy.inference import OnnxClassifier
 from deploy.repository import ModelRepository, triton_config
-from tests.deploy.harness import MODEL, REPO_ROOT, TOPIC, ReplicaProcess
-from tests.tiny_models import cached_causal_lm, cached_onnx_classifier
+from harness.replicas import MODEL, REPO_ROOT, TOPIC, ReplicaProcess
+from harness.tiny_models import cached_causal_lm, cached_onnx_classifier
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LM = "writer"

@@ -19,7 +19,7 @@ from deploy.config import CanaryConfig, FleetConfig
 from deploy.judge import TrafficJudge
 from deploy.rollout_store import RolloutStore
 from deploy.verdict import CanaryQuery, CanaryVerdict
-from tests.deploy.harness import synthetic_traffic
+from harness.replicas import synthetic_traffic
 
 URLS = ["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"]
 

@@ -19,8 +19,8 @@ from tritonclient.utils import InferenceServerException
 
 from deploy.inference import OnnxCausalLM, OnnxClassifier
 from deploy.repository import ModelRepository, triton_config
-from tests.deploy.harness import MODEL, ReplicaProcess
-from tests.tiny_models import cached_causal_lm, cached_onnx_classifier
+from harness.replicas import MODEL, ReplicaProcess
+from harness.tiny_models import cached_causal_lm, cached_onnx_classifier
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LM = "writer"

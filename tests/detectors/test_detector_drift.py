@@ -151,7 +151,7 @@ def test_suite_precomputed_text_features_equal_derived_ones() -> None:
 def test_generation_task_watches_output_length_and_rating() -> None:
     rng = np.random.default_rng(6)
     source = Traffic(seed=6)
-    suite = DetectorSuite(SuiteConfig(task="generation"))
+    suite = DetectorSuite(SuiteConfig(task="causal-lm"))
 
     def frame(n: int, out_words: tuple[int, int]) -> pd.DataFrame:
         return pd.DataFrame({

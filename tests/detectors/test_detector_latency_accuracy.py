@@ -113,7 +113,7 @@ def test_segments_with_too_few_labels_are_not_judged() -> None:
 
 def test_generator_mean_rating_against_floor_and_reference() -> None:
     rng = np.random.default_rng(9)
-    detector = AccuracyDetector(task="generation", floors={"mean_rating": 0.6}, min_labels=100)
+    detector = AccuracyDetector(task="causal-lm", floors={"mean_rating": 0.6}, min_labels=100)
     reference = (rng.beta(8, 2, 2000), None)
     ok = _by_metric(detector.evaluate(reference, (rng.beta(8, 2, 300), None)))
     assert not any(r.breached for r in ok.values())

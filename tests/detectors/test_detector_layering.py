@@ -9,34 +9,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN = {"daemon", "actions", "deploy", "kafka", "logging", "time", "socket",
-             "requests", "httpx", "prometheus_client"}
-# The encoder is the one module allowed to load a model.
-MODEL_LOADERS = {"detectors/embeddings.py": {"torch", "transformers"}}
-ALLOWED = {"numpy", "pandas", "scipy", "evidently", "pydantic", "detectors", "__future__",
-           "collections", "contextlib", "dataclasses", "datetime", "enum", "functools", "math",
-           "os", "pathlib", "re", "typing"}
 CLOCK_CALLS = {"now", "utcnow", "today", "time", "monotonic", "perf_counter"}
 
 
-def _imports(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names
-
-
-def test_detectors_import_only_their_room() -> None:
+def test_detectors_read_no_clock_and_open_no_file() -> None:
+    """Which packages detectors may import is an import-linter contract (pyproject.toml); what
+    they may not call is checked here."""
     files = sorted((ROOT / "detectors").glob("*.py"))
     assert len(files) >= 8
     for path in files:
         rel = str(path.relative_to(ROOT))
-        names = _imports(path)
-        assert not names & FORBIDDEN, (rel, names & FORBIDDEN)
-        assert names <= ALLOWED | MODEL_LOADERS.get(rel, set()), (rel, names - ALLOWED)
         # datetime is allowed as a type (a report's timestamp is passed in), never as a clock.
         calls = {n.func.attr for n in ast.walk(ast.parse(path.read_text()))
                  if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import httpx
 
-from daemon.broker import free_port
+from daemon.ingest.broker import free_port
 from deploy.repository import ModelRepository
-from tests.deploy.harness import REPO_ROOT, ReplicaProcess
-from tests.tiny_models import cached_causal_lm
+from harness.replicas import REPO_ROOT, ReplicaProcess
+from harness.tiny_models import cached_causal_lm
 
 LM = "writer"
 

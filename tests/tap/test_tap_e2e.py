@@ -16,9 +16,9 @@ import httpx
 import openai
 import pytest
 
-from daemon.broker import LocalBroker, ensure_topics, free_port
 from daemon.events import FeedbackEvent, InferenceEvent, decode
-from tests.deploy.harness import ReplicaProcess
+from daemon.ingest.broker import LocalBroker, ensure_topics, free_port
+from harness.replicas import ReplicaProcess
 from tests.procs import DaemonProcess, metric_sum, wait_until
 from tests.tap.harness import LM, TapProcess, lm_replica
 

@@ -1,0 +1,221 @@
+"""The control API (``/api/v1``): status per model, evaluations, runs, audit; approve/reject a
+run, pause/resume a model, and the Alertmanager webhook. Mounted beside /metrics by daemon.http.
+
+Reads are open (like /metrics). Mutations and the webhook need ``Authorization: Bearer
+<token>``; with no token configured they are refused, never open. A bad body gets 400 with
+the reason, and nothing changes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from daemon.act.alerts import AlertPayloadError, handle_webhook, parse_webhook
+from daemon.act.config import AlertsConfig
+from daemon.act.policy import PolicyEngine
+from daemon.act.runs import ACTIVE, ActionRun, RunState
+from daemon.act.store import StateStore
+from daemon.monitor.evaluation import Evaluation
+
+PREFIX = "/api/v1"
+_ACTOR_HEADER = "X-Lifeguard-Actor"
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN: a statistic or threshold that is not a number reads as null."""
+    return value if value is None or math.isfinite(value) else None
+
+
+def evaluation_json(ev: Evaluation, with_results: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": ev.id, "model": ev.model, "model_version": ev.model_version, "ts": ev.ts,
+        "window_end_offset": ev.window_end_offset, "breached": ev.breached,
+        "breaches": [{"key": r.key, "statistic": _finite(r.statistic),
+                      "threshold": _finite(r.threshold),
+                      "direction": r.direction} for r in ev.breaches],
+    }
+    if with_results:
+        out["results"] = [{"key": r.key, "statistic": _finite(r.statistic),
+                           "threshold": _finite(r.threshold),
+                           "direction": r.direction, "verdict": r.verdict.value,
+                           "n_reference": r.n_reference, "n_current": r.n_current,
+                           "method": r.method} for r in ev.results]
+    return out
+
+
+def _run_summary(run: ActionRun) -> dict[str, Any]:
+    return {"id": run.id, "model": run.model, "pipeline": run.pipeline, "state": run.state.value,
+            "source": run.source, "mode": run.mode, "step": run.next_step,
+            "n_steps": run.n_steps, "created_at": run.created_at, "updated_at": run.updated_at,
+            "error": run.error}
+
+
+def create_router(
+    store: StateStore,
+    engine: PolicyEngine,
+    token: str | None,
+    alert_labels: AlertsConfig | None = None,
+    on_change: Callable[[], None] | None = None,
+    deployed_version: Callable[[str], str | None] | None = None,
+) -> APIRouter:
+    """``on_change`` is called after an approval or resume (the runner's ``wake``);
+    ``deployed_version(model)`` answers what the fleet serves, when the daemon knows."""
+    labels = alert_labels or AlertsConfig()
+    router = APIRouter(prefix=PREFIX)
+
+    def authorized(request: Request) -> str:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if token is None:
+            raise HTTPException(401, "no API token configured on the daemon: mutations refused",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                                 token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return request.headers.get(_ACTOR_HEADER, "api")
+
+    async def body_object(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if not raw.strip():
+            return {}
+        try:
+            value = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise HTTPException(400, f"body is not JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise HTTPException(400, "body must be a JSON object")
+        unknown = sorted(set(value) - {"reason", "actor"})
+        if unknown:
+            raise HTTPException(400, f"unknown field(s): {', '.join(unknown)}")
+        for key in ("reason", "actor"):
+            if key in value and not isinstance(value[key], str):
+                raise HTTPException(400, f"{key} must be a string")
+        return value
+
+    def changed() -> None:
+        if on_change is not None:
+            on_change()
+
+    @router.get("/status")
+    def status() -> dict[str, Any]:
+        paused = store.paused_models()
+        models = sorted(set(engine.policies) | set(store.models()))
+        out = []
+        for model in models:
+            policy = engine.policies.get(model)
+            last = store.list_evaluations(model=model, limit=1)
+            active = store.list_runs(model=model, states=ACTIVE, limit=1)
+            last_run = store.list_runs(model=model, limit=1)
+            deployed = deployed_version(model) if deployed_version else None
+            out.append({
+                "model": model,
+                "mode": policy.mode.value if policy else None,
+                "pipeline": policy.pipeline if policy else None,
+                "paused": paused.get(model),
+                "last_evaluation": evaluation_json(last[0]) if last else None,
+                "active_run": _run_summary(active[0]) if active else None,
+                "last_run": _run_summary(last_run[0]) if last_run else None,
+                "deployed_version": deployed or (last[0].model_version if last else None),
+            })
+        return {"models": out}
+
+    @router.get("/evaluations")
+    def evaluations(model: str | None = None,
+                    limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
+        return {"evaluations": [evaluation_json(e) for e in store.list_evaluations(model, limit)]}
+
+    @router.get("/evaluations/{evaluation_id}")
+    def evaluation(evaluation_id: str) -> dict[str, Any]:
+        ev = store.get_evaluation(evaluation_id)
+        if ev is None:
+            raise HTTPException(404, f"no evaluation {evaluation_id}")
+        return evaluation_json(ev, with_results=True)
+
+    @router.get("/runs")
+    def runs(model: str | None = None, state: str | None = None,
+             limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+        try:
+            states = [RunState(s) for s in state.split(",")] if state else None
+        except ValueError as exc:
+            raise HTTPException(400, f"unknown state: {exc}") from exc
+        return {"runs": [_run_summary(r) for r in store.list_runs(model, states, limit)]}
+
+    @router.get("/runs/{run_id}")
+    def run_detail(run_id: str) -> dict[str, Any]:
+        run = store.get_run(run_id)
+        if run is None:
+            raise HTTPException(404, f"no run {run_id}")
+        return {**run.to_json(), "step_records": [s.to_json() for s in store.steps(run_id)],
+                "transitions": [t.to_json() for t in store.transitions(run_id)],
+                "audit": [a.to_json() for a in store.list_audit(run_id=run_id)]}
+
+    @router.get("/audit")
+    def audit(since: float | None = None, model: str | None = None,
+              run: str | None = None, limit: int = Query(200, ge=1, le=5000)) -> dict[str, Any]:
+        entries = store.list_audit(since=since, model=model, run_id=run, limit=limit)
+        return {"entries": [a.to_json() for a in entries]}
+
+    def _decide(run_id: str, to: RunState, allowed: list[RunState], actor: str,
+                body: dict[str, Any]) -> dict[str, Any]:
+        run = store.get_run(run_id)
+        if run is None:
+            raise HTTPException(404, f"no run {run_id}")
+        actor = body.get("actor") or actor
+        evidence = {"reason": body["reason"]} if body.get("reason") else {}
+        if not store.transition(run_id, to, actor, allowed, evidence):
+            current = store.get_run(run_id)
+            state = current.state.value if current else "gone"
+            raise HTTPException(409, f"run {run_id} is {state}; cannot move it to {to.value}")
+        changed()
+        return {"id": run_id, "state": to.value, "actor": actor}
+
+    @router.post("/runs/{run_id}/approve")
+    async def approve(run_id: str, request: Request,
+                      actor: str = Depends(authorized)) -> dict[str, Any]:
+        body = await body_object(request)
+        return await run_in_threadpool(_decide, run_id, RunState.QUEUED,
+                                       [RunState.PENDING_APPROVAL], actor, body)
+
+    @router.post("/runs/{run_id}/reject")
+    async def reject(run_id: str, request: Request,
+                     actor: str = Depends(authorized)) -> dict[str, Any]:
+        body = await body_object(request)
+        return await run_in_threadpool(_decide, run_id, RunState.REJECTED,
+                                       [RunState.PENDING_APPROVAL, RunState.QUEUED], actor, body)
+
+    @router.post("/models/{model}/pause")
+    async def pause(model: str, request: Request,
+                    actor: str = Depends(authorized)) -> dict[str, Any]:
+        body = await body_object(request)
+        was_new = await run_in_threadpool(store.pause, model, body.get("actor") or actor,
+                                          body.get("reason", ""))
+        return {"model": model, "paused": True, "changed": was_new}
+
+    @router.post("/models/{model}/resume")
+    async def resume(model: str, request: Request,
+                     actor: str = Depends(authorized)) -> dict[str, Any]:
+        body = await body_object(request)
+        was_paused = await run_in_threadpool(store.resume, model, body.get("actor") or actor)
+        changed()
+        return {"model": model, "paused": False, "changed": was_paused}
+
+    @router.post("/alerts")
+    async def alerts(request: Request, actor: str = Depends(authorized)) -> dict[str, Any]:
+        try:
+            payload = parse_webhook(await request.body())
+        except AlertPayloadError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        # Off the event loop: the policy may capture a data snapshot for a new run.
+        result = await run_in_threadpool(handle_webhook, payload, store, engine, labels)
+        if result.runs_created:
+            changed()
+        return result.to_json()
+
+    return router

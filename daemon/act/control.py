@@ -1,0 +1,75 @@
+"""The acting half of the daemon in one bundle: policy engine, runner and control-API router
+over one state store, built from the root config. The supervisor starts and stops it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from daemon.act.api import create_router
+from daemon.act.policy import PathProvider, PolicyEngine, TriggerDecision
+from daemon.act.runner import Runner
+from daemon.act.store import StateStore
+from daemon.monitor.evaluation import Evaluation
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from daemon.config import DaemonConfig
+
+
+class ControlPlane:
+    """Evaluations and alerts in, durable runs out, readable and steerable over HTTP.
+
+    ``on_evaluation`` is the evaluator's callback: it stores the evaluation (once; a replay is
+    ignored) and decides. Do not also call ``store.add_evaluation`` for the same evaluation,
+    or the policy will see it as a replay.
+    """
+
+    def __init__(
+        self,
+        config: DaemonConfig,
+        store: StateStore,
+        snapshot_provider: PathProvider | None = None,
+        champion_provider: PathProvider | None = None,
+        deployed_version: Callable[[str], str | None] | None = None,
+        owns: Callable[[str], bool] | None = None,
+        step_registry: Mapping[str, str] | None = None,
+        worker_env: Mapping[str, str] | None = None,
+    ) -> None:
+        settings = config.policy_settings()
+        self.store = store
+        self.engine = PolicyEngine(store, settings.models, settings.pipelines,
+                                   snapshot_provider, champion_provider)
+        work_root = (Path(settings.runner.work_dir) if settings.runner.work_dir
+                     else Path(config.state.path).parent / "runs")
+        self.runner = Runner(store, work_root, settings.runner.max_concurrent_runs,
+                             settings.runner.poll_interval, step_registry, worker_env,
+                             owns=owns)
+        self.router: APIRouter = create_router(
+            store, self.engine, config.api.resolved_token(), settings.alerts,
+            on_change=self.runner.wake, deployed_version=deployed_version,
+        )
+
+    def on_evaluation(self, evaluation: Evaluation) -> TriggerDecision:
+        try:
+            decision = self.engine.on_evaluation(evaluation)
+        except Exception as exc:  # the evaluator must go on; the next evaluation re-decides
+            log.exception("policy failed on evaluation %s", evaluation.id)
+            self.store.audit("trigger.failed", "policy", evaluation.model, None,
+                             {"evaluation_id": evaluation.id, "error": repr(exc)})
+            return TriggerDecision(model=evaluation.model, fire=False, reason=f"error: {exc!r}")
+        if decision.fire:
+            self.runner.wake()
+        return decision
+
+    def start(self) -> ControlPlane:
+        self.runner.start()
+        return self
+
+    def stop(self) -> None:
+        self.runner.stop()

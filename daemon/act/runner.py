@@ -1,0 +1,324 @@
+"""The runner: executes queued action runs step by step, each step in a fresh worker process
+(``daemon.act.worker``), and resumes interrupted runs from their last recorded step on start-up.
+
+One run per model at a time, at most ``max_concurrent`` runs in all. A step's completion and
+its outputs are recorded in one transaction before the next step starts, so after a kill -9
+anywhere a restart re-runs at most the step that was in flight (steps are idempotent). A step
+that overruns its timeout has its worker killed and fails the run; retryable errors and worker
+crashes are retried with exponential backoff up to the step's ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from actions.step_api import content_sha256
+from daemon.act.runs import ActionRun, RunState, StepRecord
+from daemon.act.store import StateStore
+
+log = logging.getLogger(__name__)
+
+_ROOT = Path(__file__).resolve().parent.parent  # so workers import this very checkout
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    kind: str  # ok | permanent | retryable | crashed | timeout | stopped
+    result: dict[str, Any]
+
+
+class Runner:
+    def __init__(
+        self,
+        store: StateStore,
+        work_root: Path,
+        max_concurrent: int = 1,
+        poll_interval: float = 1.0,
+        step_registry: Mapping[str, str] | None = None,
+        worker_env: Mapping[str, str] | None = None,
+        python: str = sys.executable,
+        owns: Callable[[str], bool] | None = None,
+    ) -> None:
+        """``owns(model)`` says whether this instance acts for a model (partition ownership
+        when several daemons share one store); default: every model."""
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be > 0, got {poll_interval}")
+        self.store = store
+        self.work_root = Path(work_root)
+        self.max_concurrent = max_concurrent
+        self.poll_interval = poll_interval
+        self.registry = dict(step_registry or {})
+        self._env = dict(worker_env or {})
+        self._python = python
+        self._owns = owns or (lambda model: True)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._active: dict[str, threading.Thread] = {}  # run id -> its thread
+        self._model_of: dict[str, str] = {}  # run id -> model, for one run per model
+        self._loop: threading.Thread | None = None
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def start(self) -> Runner:
+        """Resume interrupted runs, then schedule queued ones in a background thread."""
+        for run in self.store.list_runs(states=[RunState.RUNNING], limit=10_000):
+            if not self._owns(run.model):
+                continue
+            self.store.audit("run.resuming", "runner", run.model, run.id,
+                             {"next_step": run.next_step, "n_steps": run.n_steps})
+        self._loop = threading.Thread(target=self._schedule_forever, name="lifeguard-runner",
+                                      daemon=True)
+        self._loop.start()
+        return self
+
+    def wake(self) -> None:
+        """Look for work now (after an approval) instead of at the next poll."""
+        self._wake.set()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Kill workers in flight; their runs stay ``running`` and resume on the next start."""
+        self._stop.set()
+        self._wake.set()
+        if self._loop is not None:
+            self._loop.join(timeout_s)
+        for thread in list(self._active.values()):
+            thread.join(timeout_s)
+
+    @property
+    def active_runs(self) -> list[str]:
+        with self._lock:
+            return list(self._active)
+
+    def _schedule_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.schedule()
+            except Exception:  # a store hiccup must not end scheduling
+                log.exception("runner scheduling failed")
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+
+    def schedule(self) -> list[str]:
+        """Start threads for runnable runs within the limits; returns the run ids started."""
+        paused = self.store.paused_models()
+        # Interrupted (running) runs first, then queued ones, oldest first.
+        candidates = sorted(
+            self.store.list_runs(states=[RunState.RUNNING, RunState.QUEUED], limit=10_000),
+            key=lambda r: (r.state is not RunState.RUNNING, r.created_at, r.id),
+        )
+        started = []
+        with self._lock:
+            self._active = {k: t for k, t in self._active.items() if t.is_alive()}
+            self._model_of = {k: m for k, m in self._model_of.items() if k in self._active}
+            busy_models = {self._model_of[k] for k in self._active}
+            for run in candidates:
+                if len(self._active) >= self.max_concurrent:
+                    break
+                if run.id in self._active or run.model in busy_models or run.model in paused:
+                    continue
+                if not self._owns(run.model):
+                    continue
+                thread = threading.Thread(target=self._execute_safely, args=(run.id,),
+                                          name=f"run-{run.id}", daemon=True)
+                self._active[run.id] = thread
+                self._model_of[run.id] = run.model
+                busy_models.add(run.model)
+                thread.start()
+                started.append(run.id)
+        return started
+
+    # -- one run ---------------------------------------------------------------------------
+
+    def _execute_safely(self, run_id: str) -> None:
+        try:
+            self.execute(run_id)
+        except Exception as exc:
+            log.exception("run %s crashed in the runner", run_id)
+            self.store.transition(run_id, RunState.FAILED, "runner", [RunState.RUNNING],
+                                  error=f"runner error: {exc!r}")
+
+    def execute(self, run_id: str) -> None:
+        run = self.store.get_run(run_id)
+        if run is None:
+            return
+        if run.state is RunState.QUEUED and not self.store.transition(
+            run_id, RunState.RUNNING, "runner", [RunState.QUEUED], {"n_steps": run.n_steps}
+        ):
+            return
+        while not self._stop.is_set():
+            run = self.store.get_run(run_id)
+            if run is None or run.state is not RunState.RUNNING:
+                return
+            done = self.store.steps(run_id)[-1:]
+            if done and done[0].status == RunState.ROLLED_BACK.value:
+                # Checked here, not only after the step: a kill -9 between recording the
+                # step and ending the run must not let the pipeline go on after a rollback.
+                self.store.transition(run_id, RunState.ROLLED_BACK, "runner",
+                                      [RunState.RUNNING], {"step": done[0].name,
+                                                           **done[0].evidence})
+                return
+            if run.next_step >= run.n_steps:
+                self.store.transition(run_id, RunState.SUCCEEDED, "runner", [RunState.RUNNING],
+                                      {"steps": run.n_steps})
+                return
+            if run.model in self.store.paused_models():
+                self._stop.wait(self.poll_interval)  # paused between steps: hold here
+                continue
+            if not self._run_step(run):
+                return
+
+    def _run_step(self, run: ActionRun) -> bool:
+        """Run step ``run.next_step`` with retries; True when the run should go on."""
+        index = run.next_step
+        step = run.steps[index]
+        recovered = self._finished_before(run, index)
+        if recovered is not None:  # the worker finished, the daemon died before recording it
+            return self._record(run, index, recovered, attempt=0)
+        max_attempts = int(step.get("max_attempts", 1))
+        for attempt in range(1, max_attempts + 1):
+            outcome = self._attempt(run, index, attempt)
+            result = outcome.result
+            if outcome.kind == "stopped":
+                return False
+            if outcome.kind == "ok":
+                return self._record(run, index, result, attempt)
+            error = f"step {index} ({step['name']}) {outcome.kind}: {result.get('message', '')}"
+            evidence = {"step": step["name"], "attempt": attempt, "kind": outcome.kind,
+                        "error_type": result.get("type"), **result.get("evidence", {})}
+            if outcome.kind in ("retryable", "crashed") and attempt < max_attempts:
+                delay = result.get("delay_s")
+                if delay is None:
+                    backoff = float(step.get("backoff", 5.0)) * 2 ** (attempt - 1)
+                    delay = min(backoff, float(step.get("max_backoff", 300.0)))
+                self.store.audit("run.step_retry", "runner", run.model, run.id,
+                                 {**evidence, "error": error, "retry_in_s": delay})
+                if self._stop.wait(delay):
+                    return False
+                continue
+            self.store.transition(run.id, RunState.FAILED, "runner", [RunState.RUNNING],
+                                  evidence, error=error)
+            return False
+        return False
+
+    def _record(self, run: ActionRun, index: int, result: dict[str, Any], attempt: int) -> bool:
+        """Record a finished step (one transaction)."""
+        step = run.steps[index]
+        evidence = dict(result["evidence"])
+        if attempt == 0:
+            evidence["recovered_result"] = True
+        record = StepRecord(index=index, name=step["name"], status=result["status"],
+                            artifacts=result["artifacts"], evidence=evidence,
+                            attempts=max(attempt, 1))
+        self.store.complete_step(run.id, record)
+        return True  # the run loop ends a rolled-back run before the next step
+
+    def _finished_before(self, run: ActionRun, index: int) -> dict[str, Any] | None:
+        """A successful result a worker wrote before the daemon died, if its artifacts still
+        match their sums: recording it saves re-running (say) an hour of fine-tuning."""
+        work_dir = self.work_root / run.id
+        for path in sorted(work_dir.glob(f".step-{index:02d}-attempt-*.result.json")):
+            try:
+                result = json.loads(path.read_text())
+                if result.get("ok") and all(
+                    content_sha256(Path(a["path"])) == a["sha256"]
+                    for a in result["artifacts"].values()
+                ):
+                    return result
+            except (OSError, ValueError, KeyError):
+                continue  # unreadable or artifacts gone: run the step again
+        return None
+
+    def _inputs(self, run: ActionRun, index: int, attempt: int) -> tuple[dict, dict]:
+        artifacts: dict[str, str] = {}
+        sums: dict[str, str] = {}
+        for record in self.store.steps(run.id):
+            for name, art in record.artifacts.items():
+                artifacts[name], sums[name] = art["path"], art["sha256"]
+        step = run.steps[index]
+        inputs = {
+            "run_id": run.id, "model": run.model, "step_index": index,
+            "step_name": step["name"], "work_dir": str(self.work_root / run.id),
+            "params": step.get("params", {}), "artifacts": artifacts,
+            "snapshot_path": run.snapshot_path, "champion_path": run.champion_path,
+            "attempt": attempt,
+        }
+        return inputs, sums
+
+    def _attempt(self, run: ActionRun, index: int, attempt: int) -> _Attempt:
+        step = run.steps[index]
+        work_dir = self.work_root / run.id
+        work_dir.mkdir(parents=True, exist_ok=True)
+        stem = work_dir / f".step-{index:02d}-attempt-{attempt}"
+        result_path = stem.with_suffix(".result.json")
+        result_path.unlink(missing_ok=True)
+        inputs, sums = self._inputs(run, index, attempt)
+        ref = step.get("uses") or self.registry.get(step["name"], step["name"])
+        spec = {"ref": ref, "inputs": inputs, "verify": sums, "parent_pid": os.getpid(),
+                "result_path": str(result_path)}
+        spec_path = stem.with_suffix(".spec.json")
+        spec_path.write_text(json.dumps(spec))
+        env = {**os.environ, **self._env}
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(_ROOT), self._env.get("PYTHONPATH"), os.environ.get("PYTHONPATH"))
+            if p
+        )
+        timeout = float(step.get("timeout", 3600.0))
+        log_path = stem.with_suffix(".log")
+        with open(log_path, "ab") as logf:
+            proc = subprocess.Popen(
+                [self._python, "-m", "daemon.act.worker", str(spec_path)],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
+                cwd=work_dir, start_new_session=True,
+            )
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None:
+                if self._stop.is_set():
+                    _kill(proc)
+                    return _Attempt("stopped", {})
+                if time.monotonic() > deadline:
+                    _kill(proc)
+                    return _Attempt("timeout", _with_log(
+                        {"message": f"exceeded {timeout:.0f}s timeout"}, log_path))
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=0.05)
+        if not result_path.exists():
+            return _Attempt("crashed", _with_log(
+                {"message": f"worker exited {proc.returncode} without a result"}, log_path))
+        result = json.loads(result_path.read_text())
+        if result["ok"]:
+            return _Attempt("ok", result)
+        return _Attempt(result["kind"], _with_log(result, log_path))
+
+
+def _with_log(result: dict[str, Any], log_path: Path, tail_bytes: int = 2000) -> dict[str, Any]:
+    """Point the audit at the worker's log, with its tail (the OOM or traceback at 3 a.m.)."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(0, log_path.stat().st_size - tail_bytes))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        tail = ""
+    evidence = {**result.get("evidence", {}), "log": str(log_path), "log_tail": tail}
+    return {**result, "evidence": evidence}
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the worker and anything it started (its own session)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

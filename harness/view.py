@@ -1,0 +1,88 @@
+"""The live terminal view of the loop (rich): traffic and accuracy per version, the detector
+verdicts, the run and its steps, what each replica serves, and the timeline of moments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+
+from harness.loop import LoopState
+
+_STYLE = {"shift": "yellow", "breach": "red", "run": "cyan", "step": "cyan",
+          "promoted": "green", "recovered": "bold green", "rolled_back": "magenta",
+          "failed": "red", "rejected": "magenta"}
+
+
+def render(state: LoopState, approve_hint: str | None = None) -> Group:
+    return Group(_traffic(state), _verdicts(state), _runs(state, approve_hint), _timeline(state))
+
+
+def _traffic(state: LoopState) -> Panel:
+    sim = state.simulator
+    table = Table.grid(padding=(0, 2))
+    table.add_row("t", f"{state.now_s():6.0f} s", "replicas serve",
+                  " ".join(f"v{v}" if v is not None else "-" for v in state.served))
+    if sim is not None:
+        recent = _recent_accuracy(sim)
+        table.add_row("requests", f"{sim.sent:,} ({sim.failed} failed)", "labels sent",
+                      f"{sim.labels_sent:,}")
+        table.add_row("accuracy, last 20 s",
+                      "  ".join(f"v{v}: {a:.1%}" for v, a in sorted(recent.items())) or "-",
+                      "shifted traffic", f"{sim.shifted_sent:,}")
+    return Panel(table, title="traffic (simulator's ground truth)", border_style="blue")
+
+
+def _recent_accuracy(sim: Any, span_s: float = 20.0) -> dict[str, float]:
+    if not sim.timeline:
+        return {}
+    newest = max(p.t_s for p in sim.timeline)
+    totals: dict[str, list[int]] = {}
+    for point in sim.timeline:
+        if point.t_s >= newest - span_s:
+            seen = totals.setdefault(point.version, [0, 0])
+            seen[0] += point.answered
+            seen[1] += point.correct
+    return {v: c / a for v, (a, c) in totals.items() if a}
+
+
+def _verdicts(state: LoopState) -> Panel:
+    table = Table(expand=True, show_edge=False)
+    for column in ("detector", "version", "statistic", "threshold", "verdict"):
+        table.add_column(column)
+    latest: dict[str, dict[str, Any]] = {}
+    for evaluation in state.evaluations:
+        latest[evaluation["model_version"]] = evaluation
+    for version, evaluation in sorted(latest.items()):
+        for result in evaluation.get("results", [])[:9]:
+            verdict = result["verdict"]
+            style = {"breach": "red", "ok": "green"}.get(verdict, "dim")
+            statistic, threshold = result["statistic"], result["threshold"]
+            table.add_row(result["key"], f"v{version}",
+                          "-" if statistic is None else f"{statistic:.4g}",
+                          "-" if threshold is None else f"{threshold:.4g}",
+                          f"[{style}]{verdict}[/]")
+    return Panel(table, title="latest evaluation per version", border_style="blue")
+
+
+def _runs(state: LoopState, approve_hint: str | None) -> Panel:
+    table = Table(expand=True, show_edge=False)
+    for column in ("run", "pipeline", "state", "step"):
+        table.add_column(column)
+    for rid, run in state.runs.items():
+        table.add_row(rid[:16], run["pipeline"], run["state"],
+                      f"{run.get('step', 0)}/{run.get('n_steps', '?')}")
+        if run["state"] == "pending_approval" and approve_hint:
+            table.add_row("", "", f"[bold yellow]{approve_hint.format(run=rid)}[/]", "")
+    if not state.runs:
+        table.add_row("-", "-", "no run yet", "-")
+    return Panel(table, title="action runs", border_style="blue")
+
+
+def _timeline(state: LoopState) -> Panel:
+    lines = [f"[{_STYLE.get(m.kind, 'white')}]{m.t_s:7.1f}s  {m.kind:<11} {m.text}[/]"
+             for m in state.moments[-12:]]
+    return Panel("\n".join(lines) or "waiting for traffic", title="timeline",
+                 border_style="blue")
