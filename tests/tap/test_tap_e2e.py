@@ -20,7 +20,7 @@ from daemon.events import FeedbackEvent, InferenceEvent, decode
 from daemon.ingest.broker import LocalBroker, ensure_topics, free_port
 from harness.replicas import ReplicaProcess
 from tests.procs import DaemonProcess, metric_sum, wait_until
-from tests.tap.harness import LM, TapProcess, lm_replica
+from tests.tap.tap_harness import LM, TapProcess, lm_replica
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TOPIC = "inference"
