@@ -20,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 from deploy.inference import OnnxCausalLM, OnnxClassifier
 from deploy.repository import ModelRepository, triton_config
 from harness.replicas import MODEL, ReplicaProcess
-from harness.tiny_models import cached_causal_lm, cached_onnx_classifier
+from harness.tiny_models import cached_onnx_causal_lm, cached_onnx_classifier
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LM = "writer"
@@ -33,14 +33,11 @@ _ONNX_TO_TRITON = {onnx.TensorProto.INT64: model_config_pb2.TYPE_INT64,
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory,
            ) -> Iterator[tuple[ReplicaProcess, ModelRepository]]:
-    from actions.export import export_model
-
     root = tmp_path_factory.mktemp("triton")
     repo = ModelRepository(root / "repo")
     repo.publish(MODEL, cached_onnx_classifier("fp32"), run_id="v1")
     repo.publish(MODEL, cached_onnx_classifier("int8"), run_id="v2")
-    export_model(cached_causal_lm(), root / "lm")
-    repo.publish(LM, root / "lm", run_id="lm1")
+    repo.publish(LM, cached_onnx_causal_lm(), run_id="lm1")
     replica = ReplicaProcess(repo.root, "triton", [f"{MODEL}:1", LM], None, root)
     replica.start().wait_ready()
     try:

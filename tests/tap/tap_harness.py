@@ -14,18 +14,15 @@ import httpx
 from daemon.ingest.broker import free_port
 from deploy.repository import ModelRepository
 from harness.replicas import REPO_ROOT, ReplicaProcess
-from harness.tiny_models import cached_causal_lm
+from harness.tiny_models import cached_onnx_causal_lm
 
 LM = "writer"
 
 
 def lm_repository(root: Path) -> ModelRepository:
     """A repository holding the tiny GPT-2 exported to ONNX as ``writer`` version 1."""
-    from actions.export import export_model
-
     repo = ModelRepository(root / "repo")
-    export_model(cached_causal_lm(), root / "lm")
-    repo.publish(LM, root / "lm", run_id="lm1")
+    repo.publish(LM, cached_onnx_causal_lm(), run_id="lm1")
     return repo
 
 
