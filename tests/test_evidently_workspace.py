@@ -22,9 +22,10 @@ from daemon.config import parse_config
 from daemon.ingest.batch import PartitionBatch
 from daemon.ingest.broker import free_port
 from daemon.monitor.evaluation import Evaluation
-from tests.test_evaluator import WINDOW, Stream
+from tests.test_evaluator import Stream
 
 MODELS = ("m", "n")
+WINDOW = 600  # small windows: the point here is where evaluations go, not the detectors
 
 
 def _model(name: str, workspace: Path, reports: Path) -> dict[str, object]:
@@ -127,6 +128,7 @@ def evidently_ui(evaluated: tuple[Path, dict[str, list[Evaluation]]],
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_evidently_ui_lists_the_projects_and_their_runs(
         evidently_ui: str, evaluated: tuple[Path, dict[str, list[Evaluation]]]) -> None:
     _, seen = evaluated
