@@ -100,9 +100,10 @@ def create_app(settings: TapSettings) -> Starlette:
     models_of: OrderedDict[str, str] = OrderedDict()
 
     def record(route: str, request_id: str, body: dict[str, Any], answer: Answer,
-               started: float, version: str, error: str | None) -> None:
+               started: float, version: str, error: str | None,
+               ended: float | None = None) -> None:
         """Never raises: the user's answer is already on its way."""
-        ended = time.perf_counter()
+        ended = time.perf_counter() if ended is None else ended
         metrics.observe(route, error is None, ended - started)
         model = str(body.get("model") or answer.model or "unknown")
         try:
@@ -168,7 +169,8 @@ def create_app(settings: TapSettings) -> Starlette:
             answer = read_answer(content) if failure is None else Answer()
             return Response(content, status_code=response.status_code, headers=out_headers,
                             background=BackgroundTask(record, route, request_id, body, answer,
-                                                      started, version, failure))
+                                                      started, version, failure,
+                                                      time.perf_counter()))
 
         async def relay() -> AsyncIterator[bytes]:
             reader = StreamReader()
