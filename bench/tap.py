@@ -8,7 +8,7 @@ pacing of a GPU server's decode without its compute, so the tap's own cost is wh
 tap writes every event to a real local broker (tansu), as in production. Half the requests
 stream, half do not; ``--clients`` run concurrently in each phase.
 
-    .venv/bin/python bench/tap.py [--seconds 6] [--rounds 3] [--clients 16]
+    .venv/bin/python bench/tap.py [--seconds 6] [--rounds 3] [--clients 16] [--token-ms 10]
 
 Overhead is the tap's latency percentile minus the direct one (end of answer, client side);
 throughput ratio is completed requests per second through the tap over direct.
