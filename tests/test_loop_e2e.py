@@ -23,10 +23,9 @@ SETTINGS = LoopSettings(replicas=3, window=400, reference=300, evaluate_every=10
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny classifier trained on the base domain, exported and quantized like v1 would be."""
-    from harness.tiny_models import build_classifier
-
     from actions.context import ActionPolicy, StepContext, TrainConfig
     from actions.steps import run_pipeline
+    from harness.tiny_models import build_classifier
     from simulator.corpus import tokenizer_texts, training_examples
 
     root = tmp_path_factory.mktemp("base")
