@@ -11,7 +11,8 @@
         │   └── SmokeTestError          a replica loaded the version but its inference was wrong
         ├── RetryableDeployError        try again after a delay
         │   └── ReplicaUnavailableError a replica did not answer (down, timed out, 5xx)
-        └── ServingError (deploy.serving)  a request a replica cannot serve as asked
+        ├── ServingError (deploy.serving)  a request a replica cannot serve as asked
+        └── ApiError (deploy.openai_api)   an error answer of the replica's OpenAI API
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ on the cause::
     ├── DeployError                           deploy.errors: the fleet side
     │   ├── PermanentDeployError                  InvalidNameError, VersionNotFoundError, ...
     │   ├── RetryableDeployError                  ReplicaUnavailableError
-    │   └── ServingError                          deploy.serving: a request a replica refuses
+    │   ├── ServingError                          deploy.serving: a request a replica refuses
+    │   └── ApiError                              deploy.openai_api: an OpenAI API error answer
     └── SimulatorError                        simulator.errors
         └── SimulatorConfigError, SimulatorRunError, RequestFailedError
 """

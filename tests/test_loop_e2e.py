@@ -75,7 +75,7 @@ def test_shift_is_detected_retrained_and_recovered(base: tuple[Path, Path],
     model = next(m for m in status["models"] if m["model"] == "sentiment")
     assert model["deployed_version"] == "2"
     actions = [entry["action"] for entry in audit]
-    for expected in ("evaluation.breached", "run.running", "run.step_done", "run.succeeded"):
+    for expected in ("breach.began", "run.running", "run.step_done", "run.succeeded"):
         assert expected in actions, (expected, sorted(set(actions)))
     assert actions.count("run.step_done") == 5
 
