@@ -27,11 +27,11 @@ from deploy.errors import InvalidNameError, VersionNotFoundError
 from deploy.integrity import digest_dir, verify_dir
 from lifeguard.errors import IntegrityError
 from lifeguard.files import atomic_write, fsync_dir
+from lifeguard.tasks import TASKS
 
 RECORD_NAME = "version.json"
 MODEL_FILE = "model.onnx"
 INFO_FILE = "model_info.json"
-TASKS = ("sequence-classification", "causal-lm")
 # Letters, digits and . _ - ; starts with a letter or digit, so "." and ".." can never match.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
