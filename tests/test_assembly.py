@@ -38,6 +38,6 @@ def test_the_detectors_judge_the_models_own_task() -> None:
     config = parse_config({"models": [{"name": "chat", "task": "causal-lm"}]})
     monitoring = build_monitoring(config, CollectorRegistry(), [])
     assert monitoring.evaluator.models["chat"].suite.config.task == "causal-lm"
-    with pytest.raises(ConfigError, match="detectors.task"):
+    with pytest.raises(ConfigError, match=r"detectors\.task"):
         parse_config({"models": [{"name": "chat", "task": "causal-lm",
                                   "detectors": {"task": "sequence-classification"}}]})
