@@ -24,7 +24,7 @@ class SnapshotWriter:
         if windows is None:
             return None
         lines: dict[str, str] = {}
-        for row, (label, rating) in windows.labelled_rows():
+        for row, (label, _, rating) in windows.labelled_rows():
             record: dict[str, object] = {"request_id": row.request_id, "ts": int(row.ts * 1000)}
             if row.input_text is not None:
                 record["text"] = row.input_text
