@@ -56,6 +56,8 @@ def reference_scores(outputs: Sequence[str], references: Sequence[str],
                            dtype=np.float64, count=len(outputs))
     if scorer != "rougeL":
         raise ValueError(f"scorer must be 'rougeL' or 'token_f1', got {scorer!r}")
+    if not outputs:
+        return np.empty(0, dtype=np.float64)  # and rouge-score (with nltk) stays unimported
     rouge = _rouge()
     out = np.empty(len(outputs), dtype=np.float64)
     for i, (o, r) in enumerate(zip(outputs, references, strict=True)):
