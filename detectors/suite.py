@@ -58,9 +58,10 @@ class DetectorSuite:
 
     def __init__(self, config: SuiteConfig | None = None) -> None:
         self.config = config = config or SuiteConfig()
-        lat = config.latency
+        lat = self.latency_config = config.task_latency()
         self.latency = LatencyDetector(lat.p50_ms, lat.p95_ms, lat.p99_ms, lat.error_rate_max,
-                                       lat.min_samples) if lat.enabled else None
+                                       lat.min_samples) if lat.enabled and (
+            lat.p50_ms, lat.p95_ms, lat.p99_ms, lat.error_rate_max) != (None,) * 4 else None
         acc = config.accuracy
         floors = ({"mean_rating": acc.rating_floor} if config.task == "causal-lm" else
                   {"accuracy": acc.accuracy_floor, "macro_f1": acc.macro_f1_floor})
@@ -128,7 +129,7 @@ class DetectorSuite:
         rf, cf = ref.data.frame, cur.frame
         results: list[DetectorResult] = []
         if self.latency is not None:
-            lat = self.config.latency
+            lat = self.latency_config
             latency = _column(cf, lat.column, np.float64)
             status = cf[lat.status_column].to_numpy() if lat.status_column in cf else None
             results += self.latency.evaluate(latency, None if status is None else status == "error")

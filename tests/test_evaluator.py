@@ -184,3 +184,13 @@ def test_a_generator_window_embeds_prompts_and_answers_each_once() -> None:
     assert window.embeddings["output_text"][:, 0].tolist() == [11.0, 2.0]
     evaluator._window(model, frame)
     assert sorted(embedded) == sorted(["hi", "reset?", "hello there", "ok"])  # once each
+
+
+def test_a_causal_lm_model_gets_the_generator_detectors_and_no_end_to_end_slo() -> None:
+    from daemon.assembly import suite_of
+
+    model = parse_config({"models": [{"name": "support", "task": "causal-lm"}]}).models[0]
+    suite = suite_of(model)
+    assert suite.generation is not None and suite.quality is not None
+    assert suite.latency is not None and suite.latency.slos == {}
+    assert {t.column for t in suite.texts if t.embedding} == {"input_text", "output_text"}

@@ -128,3 +128,4 @@ def test_a_classifier_suite_runs_no_generator_detectors() -> None:
     assert suite.generation is None and suite.quality is None
     on = DetectorSuite(SuiteConfig(task="causal-lm"))
     assert on.generation is not None and on.quality is not None
+    assert on.latency is not None and on.latency.slos == {}  # TTFT and TPOT instead
