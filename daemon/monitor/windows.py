@@ -103,6 +103,12 @@ class Rows:
             self.aged_out += 1
 
     def attach(self, request_id: str, feedback: Joined) -> None:
+        """Join feedback to a row; a later part (a reference after a rating) fills in what
+        the earlier one left empty."""
+        old = self.labels.get(request_id)
+        if old is not None:
+            feedback = Joined(*(o if o is not None else n
+                                for o, n in zip(old, feedback, strict=True)))
         self.labels[request_id] = feedback
         if self.rows.maxlen and len(self.labels) > 2 * self.rows.maxlen:
             self._prune_labels()
