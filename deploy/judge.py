@@ -107,6 +107,9 @@ class TrafficJudge:
             lambda: collections.deque(maxlen=max_events))
         self._labels: collections.OrderedDict[str, FeedbackEvent] = collections.OrderedDict()
         self._max_labels = max_labels
+        # request_id -> reference score: ROUGE-L is pure Python and a judge is polled every
+        # second, so each (answer, reference) pair is scored once.
+        self._scores: collections.OrderedDict[str, float] = collections.OrderedDict()
 
     def observe(self, event: InferenceEvent | FeedbackEvent) -> None:
         if event.model != self.model:
@@ -131,9 +134,9 @@ class TrafficJudge:
         joined = [(s, self._labels[s.request_id]) for s in ok if s.request_id in self._labels]
         classified = [(s.label, str(f.label)) for s, f in joined if f.label is not None]
         ratings = [f.rating_value for _, f in joined if f.rating_value is not None]
-        pairs = [(s.output_text, f.reference) for s, f in joined
+        pairs = [(s.request_id, s.output_text, f.reference) for s, f in joined
                  if f.reference is not None and s.output_text is not None]
-        scores = reference_scores([o for o, _ in pairs], [r for _, r in pairs]).tolist()
+        scores = self._reference_scores(pairs)
         generator = ttft is not None or bool(ratings) or bool(pairs)
         return VersionStats(
             events=len(seen), errors=len(seen) - len(ok),
@@ -141,6 +144,19 @@ class TrafficJudge:
             labelled=len(joined) if generator else len(classified),
             correct=sum(p == t for p, t in classified), ttft_p95_ms=ttft, tpot_p95_ms=tpot,
             rating=Mean.of(ratings), reference_score=Mean.of(scores))
+
+    def _reference_scores(self, pairs: list[tuple[str, str, str]]) -> list[float]:
+        """(request_id, answer, reference) -> scores, each pair scored once (cache bounded
+        like the labels)."""
+        cache = self._scores
+        missing = [p for p in pairs if p[0] not in cache]
+        if missing:
+            new = reference_scores([o for _, o, _ in missing], [r for _, _, r in missing])
+            for (rid, _, _), score in zip(missing, new, strict=True):
+                cache[rid] = float(score)
+            while len(cache) > self._max_labels:
+                cache.popitem(last=False)
+        return [cache[rid] for rid, _, _ in pairs if rid in cache]
 
     def __call__(self, query: CanaryQuery) -> CanaryVerdict:
         cfg = self.config

@@ -10,7 +10,6 @@ from daemon.monitor.window_store import WindowStore
 from deploy.config import CanaryConfig
 from deploy.judge import Mean, TrafficJudge, VersionStats, generator_timing
 from deploy.verdict import CanaryQuery, CanaryVerdict
-from lifeguard.scores import reference_scores
 from lifeguard.stats import percentile
 
 MAX_SCORES = 50_000
@@ -23,9 +22,9 @@ class WindowJudge:
         self.windows = windows
         self.config = config
         self.z = z
-        # (model, request_id) -> the answer's reference score: the judge is polled every
+        # model -> request_id -> the answer's reference score: the judge is polled every
         # second and ROUGE-L is pure Python, so each pair is scored once.
-        self.scores: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self.scores: dict[str, OrderedDict[str, float]] = {}
 
     def __call__(self, query: CanaryQuery) -> CanaryVerdict:
         return _ModelJudge(self, query.model)(query)
@@ -37,8 +36,9 @@ class WindowJudge:
 
 class _ModelJudge(TrafficJudge):
     def __init__(self, owner: WindowJudge, model: str) -> None:
-        super().__init__(model, owner.config, owner.z)
+        super().__init__(model, owner.config, owner.z, max_labels=MAX_SCORES)
         self.owner = owner
+        self._scores = owner.scores.setdefault(model, OrderedDict())
 
     def stats(self, version: int, since_s: float) -> VersionStats:
         windows = self.owner.windows.get(self.model)
@@ -52,8 +52,9 @@ class _ModelJudge(TrafficJudge):
         classified = [(r.prediction, j.label) for r, j in joined
                       if j.label is not None and r.prediction is not None]
         ratings = [j.rating for _, j in joined if j.rating is not None]
-        scores = self._scores([(r.request_id, r.output_text, j.reference) for r, j in joined
-                               if j.reference is not None and r.output_text is not None])
+        scores = self._reference_scores([(r.request_id, r.output_text, j.reference)
+                                         for r, j in joined
+                                         if j.reference is not None and r.output_text is not None])
         ttft, tpot = generator_timing([r.latency_ms for r in ok], [r.ttft_ms for r in ok],
                                       [r.tokens_out for r in ok])
         generator = ttft is not None or bool(ratings) or bool(scores)
@@ -64,15 +65,3 @@ class _ModelJudge(TrafficJudge):
             correct=sum(str(p) == str(t) for p, t in classified),
             ttft_p95_ms=ttft, tpot_p95_ms=tpot, rating=Mean.of(ratings),
             reference_score=Mean.of(scores))
-
-    def _scores(self, pairs: list[tuple[str, str, str]]) -> list[float]:
-        cache = self.owner.scores
-        missing = [(rid, o, r) for rid, o, r in pairs if (self.model, rid) not in cache]
-        if missing:
-            new = reference_scores([o for _, o, _ in missing], [r for _, _, r in missing])
-            for (rid, _, _), score in zip(missing, new, strict=True):
-                cache[(self.model, rid)] = float(score)
-            while len(cache) > MAX_SCORES:
-                cache.popitem(last=False)
-        return [cache[(self.model, rid)] for rid, _, _ in pairs
-                if (self.model, rid) in cache]
