@@ -68,6 +68,7 @@ class VersionStats:
     tpot_p95_ms: float | None = None
     rating: Mean | None = None
     reference_score: Mean | None = None
+    generator: bool = False  # its events carry a TTFT or an output text
 
     @property
     def error_rate(self) -> float:
@@ -76,11 +77,6 @@ class VersionStats:
     @property
     def accuracy(self) -> float | None:
         return self.correct / self.labelled if self.labelled and not self.generator else None
-
-    @property
-    def generator(self) -> bool:
-        return self.ttft_p95_ms is not None or self.rating is not None or (
-            self.reference_score is not None)
 
 
 def generator_timing(latency_ms: list[float], ttft_ms: list[float | None],
@@ -137,13 +133,13 @@ class TrafficJudge:
         pairs = [(s.request_id, s.output_text, f.reference) for s, f in joined
                  if f.reference is not None and s.output_text is not None]
         scores = self._reference_scores(pairs)
-        generator = ttft is not None or bool(ratings) or bool(pairs)
+        generator = ttft is not None or any(s.output_text is not None for s in ok)
         return VersionStats(
             events=len(seen), errors=len(seen) - len(ok),
             p95_ms=percentile([s.latency_ms for s in ok], 95),
             labelled=len(joined) if generator else len(classified),
             correct=sum(p == t for p, t in classified), ttft_p95_ms=ttft, tpot_p95_ms=tpot,
-            rating=Mean.of(ratings), reference_score=Mean.of(scores))
+            rating=Mean.of(ratings), reference_score=Mean.of(scores), generator=generator)
 
     def _reference_scores(self, pairs: list[tuple[str, str, str]]) -> list[float]:
         """(request_id, answer, reference) -> scores, each pair scored once (cache bounded

@@ -99,3 +99,22 @@ def test_the_window_judge_waits_for_feedback_before_promoting() -> None:
               if isinstance(e, InferenceEvent)]
     verdict = _window_judge(events)(QUERY)
     assert verdict.state == "insufficient" and "labels" in verdict.reason
+
+
+def test_a_classifier_rated_by_its_users_is_still_judged_on_accuracy() -> None:
+    from daemon.events import Output as Out
+
+    events: list = []
+    for i in range(200):
+        for version in ("1", "2"):
+            rid = f"c{version}-{i}"
+            events.append(InferenceEvent(request_id=rid, ts=1_764_000_000_000 + i, model="support",
+                                         model_version=version, latency_ms=20.0,
+                                         output=Out(label="positive", score=0.9)))
+            truth = "positive" if version == "1" or i % 2 else "negative"
+            events.append(FeedbackEvent(request_id=rid, ts=1_764_000_000_000 + i,
+                                        model="support", label=truth, rating=1.0))
+    stats = _window_judge(events).stats_of("support", 2, 0)  # type: ignore[attr-defined]
+    assert not stats.generator and stats.accuracy == 0.5 and stats.rating.mean == 1.0
+    verdict = _window_judge(events)(QUERY)
+    assert verdict.state == "unhealthy" and "accuracy drop" in verdict.reason

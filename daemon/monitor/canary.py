@@ -57,11 +57,11 @@ class _ModelJudge(TrafficJudge):
                                          if j.reference is not None and r.output_text is not None])
         ttft, tpot = generator_timing([r.latency_ms for r in ok], [r.ttft_ms for r in ok],
                                       [r.tokens_out for r in ok])
-        generator = ttft is not None or bool(ratings) or bool(scores)
+        generator = ttft is not None or any(r.output_text is not None for r in ok)
         return VersionStats(
             events=len(seen.rows), errors=len(seen.rows) - len(ok),
             p95_ms=percentile([r.latency_ms for r in ok], 95),
             labelled=len(joined) if generator else len(classified),
             correct=sum(str(p) == str(t) for p, t in classified),
             ttft_p95_ms=ttft, tpot_p95_ms=tpot, rating=Mean.of(ratings),
-            reference_score=Mean.of(scores))
+            reference_score=Mean.of(scores), generator=generator)
