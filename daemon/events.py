@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from lifeguard.errors import LifeguardError
+
 INFERENCE_SCHEMA = "inference/v1"
 FEEDBACK_SCHEMA = "feedback/v1"
 
@@ -31,11 +33,21 @@ _THUMBS = {"up": 1.0, "down": 0.0}
 Timestamp = datetime | float
 
 
-class Message(msgspec.Struct, frozen=True):
-    """One turn of a chat. ``content`` may be null (an assistant turn that only calls tools)."""
+class ChatMessage(msgspec.Struct, frozen=True):
+    """One turn of a chat, as OpenAI-compatible servers take it (text content only).
+    ``content`` may be null (an assistant turn that only calls tools, or a tap that keeps no
+    text), but not absent."""
 
     role: Role
     content: str | None
+
+
+# ``input`` holds flat features, ``text``, a completion's ``prompt``, or a chat's ``messages``
+# (the only key whose value may be a list; checked after decoding, see _check_input).
+InputValue = Scalar | list[ChatMessage]
+# Sampling parameters of a generative request (temperature, max_tokens, ...): scalars, and
+# lists of strings for OpenAI's `stop`.
+ParamValue = Scalar | list[str]
 
 
 class Output(msgspec.Struct, frozen=True):
@@ -60,9 +72,8 @@ class InferenceEvent(msgspec.Struct, tag_field="schema", tag=INFERENCE_SCHEMA, f
     tokens_out: NonNegativeInt | None = None
     status: Literal["ok", "error"] = "ok"
     error: str | None = None
-    # A list is allowed under "messages" only (checked after decoding, see _check_input).
-    input: dict[str, Scalar | list[Message]] | None = None
-    params: dict[str, Scalar] | None = None  # sampling parameters: temperature, max_tokens, ...
+    input: dict[str, InputValue] | None = None
+    params: dict[str, ParamValue] | None = None
     output: Output | None = None
 
     @property
@@ -72,7 +83,7 @@ class InferenceEvent(msgspec.Struct, tag_field="schema", tag=INFERENCE_SCHEMA, f
         return ts / 1000.0 if type(ts) is float else timestamp_seconds(ts)
 
     @property
-    def messages(self) -> list[Message] | None:
+    def messages(self) -> list[ChatMessage] | None:
         """The chat, when the input is one."""
         value = None if self.input is None else self.input.get("messages")
         return value if isinstance(value, list) else None
@@ -133,7 +144,7 @@ _decoder = msgspec.json.Decoder(Event)
 _encoder = msgspec.json.Encoder()
 
 
-class EventError(ValueError):
+class EventError(LifeguardError, ValueError):
     """A message that is not a valid event; ``reason`` is a short label for metrics."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -166,7 +177,7 @@ def encode(event: Event) -> bytes:
     return _encoder.encode(event)
 
 
-def last_user_message(messages: list[Message]) -> str:
+def last_user_message(messages: list[ChatMessage]) -> str:
     """The content of the last user turn (the newest request), or "" when there is none."""
     for message in reversed(messages):
         if message.role == "user":
@@ -174,7 +185,7 @@ def last_user_message(messages: list[Message]) -> str:
     return ""
 
 
-def render_messages(messages: list[Message]) -> str:
+def render_messages(messages: list[ChatMessage]) -> str:
     """A chat as plain text, one ``role: content`` line per turn: the prompt of a model with
     no chat template."""
     return "\n".join(f"{m.role}: {m.content or ''}" for m in messages)
@@ -216,7 +227,7 @@ def _check_inference(event: InferenceEvent) -> None:
                 _finite(f"params.{key}", value)
 
 
-def _check_input(value: dict[str, Scalar | list[Message]]) -> None:
+def _check_input(value: dict[str, InputValue]) -> None:
     """What msgspec's types cannot say: a list only as ``messages``, ``messages`` only as a
     non-empty list, ``prompt`` only as a string, and not both a chat and a prompt."""
     for key, item in value.items():

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from daemon.events import FeedbackEvent, InferenceEvent, Message, Output
+from daemon.events import ChatMessage, FeedbackEvent, InferenceEvent, Output
 from daemon.ingest.batch import PartitionBatch
 from daemon.monitor.canary import WindowJudge
 from daemon.monitor.config import LabelJoinConfig, ReferenceConfig, WindowConfig
@@ -37,7 +37,7 @@ def _traffic(rng: np.random.Generator, version: str, n: int, *, rating: float = 
         events.append(InferenceEvent(
             request_id=rid, ts=1_764_000_000_000 + i * 100, model="support",
             model_version=version, latency_ms=ttft + 20.0 * (tokens - 1), ttft_ms=ttft,
-            tokens_out=tokens, input={"messages": [Message("user", "my router blinks red")]},
+            tokens_out=tokens, input={"messages": [ChatMessage("user", "my router blinks red")]},
             output=Output(text=answer, finish_reason="stop")))
         if i % 3 == 0:
             events.append(FeedbackEvent(request_id=rid, ts=1_764_000_000_000 + i * 100,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from actions.snapshot import generator_pairs, read_snapshot
-from daemon.events import FeedbackEvent, InferenceEvent, Message, Output
+from daemon.events import ChatMessage, FeedbackEvent, InferenceEvent, Output
 from daemon.ingest.batch import PartitionBatch
 from daemon.monitor.config import LabelJoinConfig, ReferenceConfig, WindowConfig
 from daemon.monitor.snapshots import SnapshotWriter
@@ -20,8 +20,8 @@ SETTINGS = MonitoringSettings(WindowConfig(size=100), ReferenceConfig(first_n=50
 def _inference(i: int) -> InferenceEvent:
     """Even requests are chats, odd ones plain prompts; every answer is "answer i"."""
     if i % 2 == 0:
-        input_: dict = {"messages": [Message("system", "Be brief."),
-                                     Message("user", f"router {i} blinks")]}
+        input_: dict = {"messages": [ChatMessage("system", "Be brief."),
+                                     ChatMessage("user", f"router {i} blinks")]}
     else:
         input_ = {"prompt": f"Summarise ticket {i}"}
     return InferenceEvent(request_id=f"r{i}", ts=i * 1000, model="support", model_version="1",

@@ -190,13 +190,15 @@ def test_snapshot_writes_each_labelled_row_once(tmp_path) -> None:  # type: igno
 
 
 def _chat(i: int, answer: str, finish: str = "stop") -> InferenceEvent:
-    from daemon.events import Message
+    from daemon.events import ChatMessage
 
     return InferenceEvent(
         request_id=f"c{i}", ts=i * 1000, model="m", model_version="1", latency_ms=900.0,
         ttft_ms=80.0 + i, tokens_out=30 + i,
-        input={"messages": [Message("system", "Be brief."), Message("user", f"question {i}"),
-                            Message("assistant", "Which model?"), Message("user", "the X2")]},
+        input={"messages": [ChatMessage("system", "Be brief."),
+                            ChatMessage("user", f"question {i}"),
+                            ChatMessage("assistant", "Which model?"),
+                            ChatMessage("user", "the X2")]},
         output=Output(text=answer, finish_reason=finish))
 
 

@@ -5,13 +5,13 @@ as JSON Lines (the format actions.snapshot reads) so a resumed run trains on wha
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 from daemon.events import render_messages
 from daemon.monitor.window_store import WindowStore
 from daemon.monitor.windows import Joined, WindowRow
+from lifeguard.files import atomic_write
 
 
 class SnapshotWriter:
@@ -32,15 +32,8 @@ class SnapshotWriter:
                 lines[row.request_id] = json.dumps(record, ensure_ascii=False)
         if len(lines) < self.min_rows:
             return None
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{model}-{time.time_ns()}.jsonl"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines.values()) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-        return path
+        return atomic_write(path, "\n".join(lines.values()) + "\n")
 
 
 def snapshot_record(row: WindowRow, joined: Joined) -> dict[str, object] | None:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 import detectors.columns as col
-from daemon.events import FeedbackEvent, InferenceEvent, Message
+from daemon.events import ChatMessage, FeedbackEvent, InferenceEvent
 from daemon.ingest.batch import TopicPartitionId
 from daemon.monitor.config import LabelJoinConfig, ReferenceConfig, WindowConfig
 from daemon.monitor.labels import LabelJoin
@@ -42,7 +42,7 @@ class WindowRow(NamedTuple):
     ttft_ms: float | None = None
     tokens_out: int | None = None
     finish_reason: str | None = None
-    messages: list[Message] | None = None  # the whole chat, for the snapshot
+    messages: list[ChatMessage] | None = None  # the whole chat, for the snapshot
 
 
 class Joined(NamedTuple):
