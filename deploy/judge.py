@@ -3,11 +3,11 @@ running rollouts without the daemon (benchmarks, examples, an external controlle
 daemon hands the rollout a judge built on its own windows instead; the contract is the same.
 
 A classifier is judged on errors, p95 latency and accuracy on joined labels; a generator
-(its events report TTFT) on errors, TTFT and time per output token against the stable
-version, and its mean rating and reference score (ROUGE-L F1 of answer vs corrected answer)
-where feedback exists. Quality breaches are tested, not eyeballed: a drop fails only when it
-exceeds the allowed drop by more than ``z`` standard errors, so sampling noise on a few dozen
-labels does not roll back a good version.
+(its events report a TTFT or an output text) on errors, TTFT and time per output token against
+the stable version, and its mean rating and reference score (ROUGE-L F1 of answer vs corrected
+answer) where feedback exists. Quality breaches are tested, not eyeballed: a drop fails only
+when it exceeds the allowed drop by more than ``z`` standard errors, so sampling noise on a few
+dozen labels does not roll back a good version.
 """
 
 from __future__ import annotations
