@@ -52,6 +52,7 @@ class Daemon:
         self.http: ApiServer | None = None
         self._stop = threading.Event()
         self._signals = 0
+        _warn_missing_tokens(config)
 
     def _on_evaluation(self, evaluation: Evaluation) -> None:
         self.control.on_evaluation(evaluation)
@@ -155,6 +156,17 @@ class Daemon:
         log.info("%s received: finishing the batch in flight, then exiting",
                  signal.Signals(signum).name)
         self._stop.set()
+
+
+def _warn_missing_tokens(config: DaemonConfig) -> None:
+    """A daemon without credentials is safe (it refuses) but silently useless to on-call."""
+    api = config.api
+    if api.resolved_token() is None:
+        log.warning("no API token (api.token or $%s): approve, reject, pause and resume are "
+                    "REFUSED until one is set", api.token_env)
+    if api.resolved_webhook_token() is None:
+        log.warning("no webhook token (api.webhook_token or $%s): Alertmanager webhooks are "
+                    "REFUSED until one is set", api.webhook_token_env)
 
 
 def _reachable(host: str) -> str:
