@@ -4,7 +4,7 @@ alerts seen and model pauses, in one SQLite file (WAL, versioned schema).
 Safe from many threads (one connection per thread) and many processes (WAL + busy timeout +
 ``BEGIN IMMEDIATE`` for every write). Every state change writes its audit entry in the same
 transaction, so the log never disagrees with the state. The SQL is plain enough to move to
-PostgreSQL unchanged in spirit (scale-out, DESIGN.md).
+PostgreSQL unchanged in spirit (scale-out, docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
