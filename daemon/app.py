@@ -79,6 +79,13 @@ class Daemon:
             return False, "ingest thread is not running"
         if ingestor.last_loop and time.monotonic() - ingestor.last_loop > STALL_S:
             return False, f"ingest loop stalled for more than {STALL_S:.0f}s"
+        paused = ingestor.paused_partitions()
+        if paused:
+            where = ", ".join(f"{t}:{p} at offset {b.offset}"
+                              for (t, p), b in sorted(paused.items(), key=lambda kv: kv[0]))
+            error = next(iter(paused.values())).error
+            return False, (f"dead-letter topic {self.config.kafka.dead_letter_topic!r} refuses "
+                           f"writes ({error}); paused: {where}")
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:

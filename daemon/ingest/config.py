@@ -6,7 +6,7 @@ from typing import Any, Final, Literal
 
 from pydantic import Field
 
-from lifeguard.config import StrictModel
+from lifeguard.config import Duration, StrictModel
 
 EMBEDDED: Final = "embedded"
 
@@ -20,7 +20,12 @@ class KafkaConfig(StrictModel):
     topics: list[str] = Field(["inference"], min_length=1)
     group_id: str = "lifeguard"
     client_id: str = "lifeguard"
-    dead_letter_topic: str = "lifeguard.dead-letter"
+    dead_letter_topic: str = Field("lifeguard.dead-letter", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    dead_letter_retries: int = Field(
+        5, ge=1, description="Failed sends in a row before a partition whose dead letters the "
+        "topic refuses is reported paused (/healthz fails); retries go on at max backoff.")
+    dead_letter_backoff: Duration = Field(0.5, gt=0, description="First retry delay; doubles.")
+    dead_letter_max_backoff: Duration = Field(30.0, gt=0)
     max_message_bytes: int = Field(1 << 20, gt=0, description="Larger messages are dead-lettered.")
     max_batch: int = Field(2000, gt=0, description="Most records applied per poll.")
     poll_timeout_ms: int = Field(100, gt=0)

@@ -129,6 +129,10 @@ class IngestMetrics:
         self.lag = Gauge("lifeguard_consumer_lag_messages",
                          "Messages behind the partition's high watermark.",
                          ["topic", "partition"], registry=registry)
+        self.paused_partitions = Gauge(
+            "lifeguard_paused_partitions",
+            "Partitions paused because the dead-letter topic refuses their records.",
+            registry=registry)
         self.assigned = Gauge("lifeguard_assigned_partitions",
                               "Partitions this instance owns.", registry=registry)
         self.latency = BatchHistogram("lifeguard_inference_latency_seconds",
