@@ -116,7 +116,8 @@ class Daemon:
             topics = dict.fromkeys(kafka.topics, kafka.partitions)
             topics[kafka.dead_letter_topic] = 1
             ensure_topics(bootstrap[0], topics)
-        self.ingestor = Ingestor(kafka, bootstrap, self.sink, self.metrics)
+        self.ingestor = Ingestor(kafka, bootstrap, self.sink, self.metrics,
+                                 [m.name for m in self.config.models])
         api = self.config.api
         self.http = ApiServer(create_app(self.registry, self.healthy, self.ready,
                                          self.routers),

@@ -117,7 +117,8 @@ def build_monitoring(config: DaemonConfig, registry: CollectorRegistry,
     references = {m.name: load_reference(m.reference.path) for m in config.models
                   if m.reference.path is not None}
     windows = WindowStore(lambda name: settings_of(by_name[name]) if name in by_name else None,
-                          DEFAULT_SETTINGS, reference_for=references.get)
+                          DEFAULT_SETTINGS, max_models=config.kafka.max_models + len(by_name),
+                          reference_for=references.get)
     register(windows, registry)
     # One encoder (and cache) per distinct embedding model directory, built on first use.
     caches: dict[Path | None, EmbeddingCache] = {}

@@ -36,6 +36,15 @@ class KafkaConfig(StrictModel):
         description="On partition assignment, re-read up to this many already-committed messages "
         "per partition to rebuild windows (counted as replayed, never acted on).",
     )
+    max_models: int = Field(
+        100, ge=0, description="Models not named under `models:` admitted, first come, up to "
+        "this many; events of any other model are dead-lettered as unknown_model.")
+    max_versions: int = Field(
+        8, ge=1, description="Versions tracked per model. A new one beyond this retires the "
+        "least recently seen version (its series leave /metrics) once that has been idle for "
+        "version_idle; until then the new version's events are dead-lettered "
+        "as too_many_versions.")
+    version_idle: Duration = Field(600.0, gt=0)
     partitions: int = Field(3, gt=0, description="Partitions for topics the daemon creates.")
     create_topics: bool = Field(True, description="Create missing topics at start-up.")
     client_options: dict[str, Any] = Field(

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from daemon.events import Event, EventError, decode
+from daemon.ingest.admission import Admission
 from daemon.ingest.batch import EventSink, PartitionBatch, TopicPartitionId
 from daemon.ingest.config import KafkaConfig
 from daemon.ingest.dead_letter import Blocked, DeadLetter, DeadLetterBackoff, DeadLetterSender
@@ -37,8 +38,11 @@ class Ingestor:
     """
 
     def __init__(self, config: KafkaConfig, bootstrap: list[str], sink: EventSink,
-                 metrics: IngestMetrics) -> None:
+                 metrics: IngestMetrics, configured_models: Sequence[str] = ()) -> None:
         self.config = config
+        # Before any sink: a label a producer chooses must not grow metrics or memory.
+        self.admission = Admission(configured_models, config.max_models, config.max_versions,
+                                   config.version_idle)
         self.bootstrap = bootstrap
         self.sink = sink
         self.metrics = metrics
@@ -174,6 +178,8 @@ class Ingestor:
 
     def _process(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         limit = self.config.max_message_bytes
+        admit = self.admission.check
+        now = time.monotonic()
         dead: dict[TopicPartition, list[DeadLetter]] = {}
         for tp, messages in records.items():
             if tp in self._owed:
@@ -185,12 +191,18 @@ class Ingestor:
             valid_records: list[ConsumerRecord] = []
             replayed: list[Event] = []
             replay_until = self._replay_until.get(tp, -1)
+            partition = (tp.topic, tp.partition)
             for record in messages:
                 try:
                     event = decode(record.value, limit)
                 except EventError as exc:
                     if record.offset >= replay_until:
                         letters.append(DeadLetter(record, exc.reason, exc.detail))
+                    continue
+                refused = admit(event, partition, now)
+                if refused is not None:
+                    if record.offset >= replay_until:
+                        letters.append(DeadLetter(record, *refused))
                     continue
                 if record.offset < replay_until:
                     replayed.append(event)
@@ -208,6 +220,8 @@ class Ingestor:
             if last + 1 >= replay_until:
                 self._replay_until.pop(tp, None)
             self._next_offset[tp] = last + 1
+        for model, version in self.admission.take_retired():
+            self.metrics.forget_version(model, version)
         for tp, letters in dead.items():
             letters.sort(key=lambda letter: letter.record.offset)
             self._settle(tp, letters)
@@ -336,6 +350,7 @@ class Ingestor:
             self._replay_until.pop(tp, None)
             self._next_offset.pop(tp, None)
         self.sink.release(ids)
+        self.admission.release(ids)
         self.metrics.forget_partitions(ids)
         self._report_paused()
         self._set_assignment()
