@@ -45,6 +45,10 @@ class KafkaConfig(StrictModel):
         "version_idle; until then the new version's events are dead-lettered "
         "as too_many_versions.")
     version_idle: Duration = Field(600.0, gt=0)
+    max_event_skew: Duration | None = Field(
+        300.0, gt=0, description="An event time further than this from its record's broker "
+        "timestamp (and, ahead, from the daemon's clock) is clamped to that bound and counted; "
+        "null trusts event times as they come.")
     partitions: int = Field(3, gt=0, description="Partitions for topics the daemon creates.")
     create_topics: bool = Field(True, description="Create missing topics at start-up.")
     client_options: dict[str, Any] = Field(

@@ -14,6 +14,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from daemon.events import Event, EventError, decode
 from daemon.ingest.admission import Admission
 from daemon.ingest.batch import EventSink, PartitionBatch, TopicPartitionId
@@ -180,6 +182,8 @@ class Ingestor:
         limit = self.config.max_message_bytes
         admit = self.admission.check
         now = time.monotonic()
+        skew = self.config.max_event_skew
+        wall = time.time()
         dead: dict[TopicPartition, list[DeadLetter]] = {}
         for tp, messages in records.items():
             if tp in self._owed:
@@ -204,6 +208,8 @@ class Ingestor:
                     if record.offset >= replay_until:
                         letters.append(DeadLetter(record, *refused))
                     continue
+                if skew is not None:
+                    event = self._clamp(event, record.timestamp, wall, skew)
                 if record.offset < replay_until:
                     replayed.append(event)
                 else:
@@ -226,6 +232,21 @@ class Ingestor:
             letters.sort(key=lambda letter: letter.record.offset)
             self._settle(tp, letters)
         self._commit_pending()
+
+    def _clamp(self, event: Event, record_ms: int, wall: float, skew: float) -> Event:
+        """Event time is the producer's word: hold it within ``skew`` of the broker's record
+        time, and ahead of it never past the daemon's own clock plus ``skew``. A far-future
+        time would otherwise evict windows, expire every pending label and hide silence."""
+        ts = event.ts_s
+        record = record_ms / 1000.0 if record_ms >= 0 else wall
+        high = min(record, wall) + skew
+        if ts > high:
+            self.metrics.clamped.labels("future").inc()
+            return msgspec.structs.replace(event, ts=high * 1000.0)
+        if ts < record - skew:
+            self.metrics.clamped.labels("past").inc()
+            return msgspec.structs.replace(event, ts=(record - skew) * 1000.0)
+        return event
 
     def _settle(self, tp: TopicPartition, letters: list[DeadLetter]) -> None:
         """Deliver a partition's dead letters; commit up to the first one not delivered."""

@@ -133,6 +133,10 @@ class IngestMetrics:
         self.lag = Gauge("lifeguard_consumer_lag_messages",
                          "Messages behind the partition's high watermark.",
                          ["topic", "partition"], registry=registry)
+        self.clamped = Counter(
+            "lifeguard_clamped_events",
+            "Events whose time was clamped to kafka.max_event_skew of the broker's record time.",
+            ["direction"], registry=registry)
         self.retired_versions = Counter(
             "lifeguard_retired_versions",
             "Model versions retired (idle, over kafka.max_versions): their series removed.",
