@@ -1,6 +1,6 @@
-"""A far-future event at the real daemon: its time is clamped to the broker's record time plus
-the allowed skew, so it evicts no window, expires no pending label, and does not hide a model
-going silent."""
+"""Hostile event contents at the real daemon. A far-future event: its time is clamped to the
+broker's record time plus the allowed skew, so it evicts no window, expires no pending label,
+and does not hide a model going silent. A 100 kB text: cut to its cap and counted."""
 
 from __future__ import annotations
 
@@ -37,14 +37,19 @@ def test_a_far_future_event_neither_evicts_nor_expires_nor_pins_the_age(
         future = inference_record(rng, ts_ms=time.time() * 1000 + 10 * YEAR_MS)
         produce(producer, TOPIC, encoded([future]))
         wait_until(lambda: daemon.count("lifeguard_events_total") == 101, 30)
+        huge = inference_record(rng)
+        huge["input"] = {"text": "word " * 20_000}  # 100 kB: cut to kafka.max_text_bytes
+        produce(producer, TOPIC, encoded([huge]))
+        wait_until(lambda: daemon.count("lifeguard_events_total") == 102, 30)
         time.sleep(2.5)  # past the 1 s skew the clamped event was allowed
         text = daemon.metrics()
     producer.close()
     assert metric_sum(text, "lifeguard_clamped_events_total", direction="future") == 1
-    assert metric_sum(text, "lifeguard_window_events", model="sentiment") == 101
+    assert metric_sum(text, "lifeguard_truncated_fields_total", field="input.text") == 1
+    assert metric_sum(text, "lifeguard_window_events", model="sentiment") == 102
     assert metric_sum(text, "lifeguard_window_evicted_events_total", model="sentiment") == 0
     assert metric_sum(text, "lifeguard_labels_expired_total", model="sentiment") == 0
     assert metric_sum(text, "lifeguard_labels_pending", model="sentiment",
-                      buffer="inference") == 101
+                      buffer="inference") == 102
     # Ten years ahead would read 0 for ten years; clamped, the age moves on within seconds.
     assert metric_sum(text, "lifeguard_last_event_age_seconds", model="sentiment") > 1.0

@@ -49,6 +49,13 @@ class KafkaConfig(StrictModel):
         300.0, gt=0, description="An event time further than this from its record's broker "
         "timestamp (and, ahead, from the daemon's clock) is clamped to that bound and counted; "
         "null trusts event times as they come.")
+    max_text_bytes: int = Field(
+        4096, ge=64, description="Input text, output text, reference and error are cut to this "
+        "many UTF-8 bytes (counted in lifeguard_truncated_fields_total).")
+    max_id_bytes: int = Field(
+        256, ge=16, description="Request ids, model and version names, replica, labels and "
+        "feature keys are cut to this many bytes.")
+    max_input_fields: int = Field(64, ge=1, description="Flat input features kept per event.")
     partitions: int = Field(3, gt=0, description="Partitions for topics the daemon creates.")
     create_topics: bool = Field(True, description="Create missing topics at start-up.")
     client_options: dict[str, Any] = Field(

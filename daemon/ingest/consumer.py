@@ -21,6 +21,7 @@ from daemon.ingest.admission import Admission
 from daemon.ingest.batch import EventSink, PartitionBatch, TopicPartitionId
 from daemon.ingest.config import KafkaConfig
 from daemon.ingest.dead_letter import Blocked, DeadLetter, DeadLetterBackoff, DeadLetterSender
+from daemon.ingest.limits import FieldLimits
 from daemon.ingest.metrics import IngestMetrics
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ class Ingestor:
         # Before any sink: a label a producer chooses must not grow metrics or memory.
         self.admission = Admission(configured_models, config.max_models, config.max_versions,
                                    config.version_idle)
+        self.limits = FieldLimits(config.max_text_bytes, config.max_id_bytes,
+                                  config.max_input_fields,
+                                  lambda field: metrics.truncated.labels(field).inc())
         self.bootstrap = bootstrap
         self.sink = sink
         self.metrics = metrics
@@ -181,6 +185,7 @@ class Ingestor:
     def _process(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         limit = self.config.max_message_bytes
         admit = self.admission.check
+        capped = self.limits.apply
         now = time.monotonic()
         skew = self.config.max_event_skew
         wall = time.time()
@@ -203,6 +208,7 @@ class Ingestor:
                     if record.offset >= replay_until:
                         letters.append(DeadLetter(record, exc.reason, exc.detail))
                     continue
+                event = capped(event)
                 refused = admit(event, partition, now)
                 if refused is not None:
                     if record.offset >= replay_until:

@@ -133,6 +133,10 @@ class IngestMetrics:
         self.lag = Gauge("lifeguard_consumer_lag_messages",
                          "Messages behind the partition's high watermark.",
                          ["topic", "partition"], registry=registry)
+        self.truncated = Counter(
+            "lifeguard_truncated_fields",
+            "Event fields cut to kafka.max_text_bytes / max_id_bytes / max_input_fields.",
+            ["field"], registry=registry)
         self.clamped = Counter(
             "lifeguard_clamped_events",
             "Events whose time was clamped to kafka.max_event_skew of the broker's record time.",
