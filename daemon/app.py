@@ -115,7 +115,8 @@ class Daemon:
         if kafka.create_topics:
             topics = dict.fromkeys(kafka.topics, kafka.partitions)
             topics[kafka.dead_letter_topic] = 1
-            ensure_topics(bootstrap[0], topics)
+            ensure_topics(bootstrap, topics, client_options=kafka.client_options,
+                          replication_factor=kafka.replication_factor)
         self.ingestor = Ingestor(kafka, bootstrap, self.sink, self.metrics,
                                  [m.name for m in self.config.models])
         api = self.config.api

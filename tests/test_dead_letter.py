@@ -125,3 +125,15 @@ def test_a_letter_too_large_for_a_produce_request_is_cut_not_refused_forever(
     assert headers["lifeguard.truncated"] == f"key=5000 value={3 << 20}".encode()
     assert headers["lifeguard.source.offset"] == b"41" and headers["trace"] == b"t1"
     assert huge.startswith(letter.value) and 0 < len(letter.value) < 1 << 20
+
+
+def test_ensure_topics_connects_with_the_consumers_client_options(broker: LocalBroker) -> None:
+    from kafka import KafkaAdminClient
+
+    ensure_topics(broker.bootstrap, {"opts-a": 2}, client_options={
+        "security_protocol": "PLAINTEXT", "fetch_max_bytes": 1 << 20, "client_id": "ops"})
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        assert "opts-a" in admin.list_topics()
+    finally:
+        admin.close()

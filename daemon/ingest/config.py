@@ -58,6 +58,9 @@ class KafkaConfig(StrictModel):
     max_input_fields: int = Field(64, ge=1, description="Flat input features kept per event.")
     partitions: int = Field(3, gt=0, description="Partitions for topics the daemon creates.")
     create_topics: bool = Field(True, description="Create missing topics at start-up.")
+    replication_factor: int = Field(
+        1, ge=1, description="Replicas of the topics the daemon creates (the dead-letter topic "
+        "included); 3 on a production cluster.")
     client_options: dict[str, Any] = Field(
         default_factory=dict,
         description="Passed to kafka-python as-is: security_protocol, sasl_*, ssl_*, ...",

@@ -18,7 +18,8 @@ import msgspec
 
 from daemon.events import Event, EventError, decode
 from daemon.ingest.admission import Admission
-from daemon.ingest.batch import EventSink, PartitionBatch, TopicPartitionId
+from daemon.ingest.batch import EventSink, PartitionBatch, RejectedEvents, TopicPartitionId
+from daemon.ingest.broker import admin_options
 from daemon.ingest.config import KafkaConfig
 from daemon.ingest.dead_letter import Blocked, DeadLetter, DeadLetterBackoff, DeadLetterSender
 from daemon.ingest.limits import FieldLimits
@@ -126,8 +127,8 @@ class Ingestor:
     def _make_producer(self) -> KafkaProducer:
         from kafka import KafkaProducer
 
-        options = {k: v for k, v in self.config.client_options.items()
-                   if k.startswith(("security", "sasl", "ssl"))}
+        options = {k: v for k, v in admin_options(self.config.client_options).items()
+                   if k != "client_id"}
         # max_block_ms: a topic whose metadata never comes must fail the send, not the loop.
         return KafkaProducer(bootstrap_servers=self.bootstrap, client_id=self.config.client_id,
                              acks="all", linger_ms=5, retries=5, max_block_ms=5000,
@@ -317,6 +318,11 @@ class Ingestor:
                dead: list[DeadLetter]) -> None:
         try:
             self.sink.apply(batch)
+        except RejectedEvents as exc:
+            # Applied but for these: dead-letter them as the records they came from.
+            if not batch.replay:
+                dead.extend(DeadLetter(records[i], "apply_error", reason)
+                            for i, reason in sorted(exc.failures.items()))
         except Exception:
             log.exception("applying a batch failed; retrying its events one by one")
             self._apply_one_by_one(batch, records, dead)
@@ -397,18 +403,30 @@ class Ingestor:
         consumer = self._consumer
         assert consumer is not None
         depth = self.config.replay_messages
+        retry: set[TopicPartition] = set()
         for tp in list(self._needs_replay):
             fetched = records.pop(tp, None)
             if tp not in consumer.assignment():
                 continue
-            committed = consumer.committed(tp)
+            try:
+                committed = consumer.committed(tp)
+            except Exception as exc:
+                # Not fatal: read on from where the poll was (or the group's position), and
+                # try the replay again after the next poll.
+                self.metrics.consumer_errors.labels("committed_" + type(exc).__name__).inc()
+                log.warning("committed offset of %s:%d unavailable (%s); replay retried",
+                            tp.topic, tp.partition, exc)
+                if fetched:
+                    consumer.seek(tp, fetched[0].offset)
+                retry.add(tp)
+                continue
             if committed:
                 # By offset, not by time: offsets_for_times is not reliable on every broker.
                 consumer.seek(tp, max(0, committed - depth))
                 self._replay_until[tp] = committed
             elif fetched:
                 consumer.seek(tp, fetched[0].offset)
-        self._needs_replay.clear()
+        self._needs_replay = retry
 
     def _set_assignment(self) -> None:
         consumer = self._consumer
