@@ -121,8 +121,8 @@ class Daemon:
                                  [m.name for m in self.config.models])
         api = self.config.api
         self.http = ApiServer(create_app(self.registry, self.healthy, self.ready,
-                                         self.routers),
-                              api.host, self.api_port).start()
+                                         self.routers, api.max_body_bytes, api.docs),
+                              api.host, self.api_port, api.max_connections).start()
         self.ingestor.start()
         self.monitoring.start()
         self.control.start()

@@ -76,6 +76,10 @@ class ApiConfig(StrictModel):
         f"at least {MIN_TOKEN_CHARS} characters.")
     webhook_token_env: str = Field("LIFEGUARD_WEBHOOK_TOKEN",
                                    description="Env var read when webhook_token is unset.")
+    max_body_bytes: int = Field(64 * 1024, ge=1024,
+                                description="Larger request bodies are answered 413.")
+    max_connections: int = Field(64, ge=1, description="More at once are answered 503.")
+    docs: bool = Field(False, description="Serve the OpenAPI UI at /docs (and /openapi.json).")
 
     @field_validator("token", "webhook_token")
     @classmethod

@@ -1,30 +1,110 @@
 """The daemon's HTTP server: /metrics, /healthz, /readyz, and the routers others mount.
 
 FastAPI on uvicorn, run in a thread: the supervisor, not uvicorn, owns the process's signals.
+Bounded for an API that may be bound to 0.0.0.0: request bodies over a cap get 413 before
+any handler reads them, connections and header sizes are capped, /docs is off unless asked
+for, and an unexpected error answers a bare 500 (the traceback goes to the log only).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 if TYPE_CHECKING:
-    from fastapi import APIRouter, FastAPI
+    from fastapi import APIRouter, FastAPI, Request
+
+log = logging.getLogger(__name__)
 
 Check = Callable[[], tuple[bool, str]]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Message, Receive, Send], Awaitable[None]]
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is answered 413, whether its
+    Content-Length says so up front or a chunked body grows past it while being read."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        try:
+            too_large = declared is not None and int(declared) > self.limit
+        except ValueError:
+            await _answer(send, 400, "invalid Content-Length")
+            return
+        if too_large:
+            await _answer(send, 413, f"request body over {self.limit} bytes")
+            return
+        seen = 0
+        started = False
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, tracked)
+        except _TooLarge:
+            if not started:
+                await _answer(send, 413, f"request body over {self.limit} bytes")
+
+
+async def _answer(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(registry: CollectorRegistry, healthy: Check, ready: Check,
-               routers: Sequence[APIRouter] = ()) -> FastAPI:
+               routers: Sequence[APIRouter] = (), max_body_bytes: int = MAX_BODY_BYTES,
+               docs: bool = False) -> FastAPI:
     """/metrics and the probes need no token; routers bring their own auth."""
     from fastapi import FastAPI, Response
     from fastapi.responses import JSONResponse
 
-    app = FastAPI(title="lifeguard", docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="lifeguard", docs_url="/docs" if docs else None, redoc_url=None,
+                  openapi_url="/openapi.json" if docs else None)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)  # type: ignore[arg-type]
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error (see the daemon's log)"},
+                            status_code=500)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
@@ -51,11 +131,16 @@ def create_app(registry: CollectorRegistry, healthy: Check, ready: Check,
 class ApiServer:
     """uvicorn serving an app from a background thread; ``port`` is known after start()."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0,
+                 max_connections: int = 64) -> None:
         import uvicorn
 
+        # Past max_connections uvicorn answers 503; idle keep-alives close after 5 s; a
+        # request's head may not exceed 16 KiB.
         config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                lifespan="off", access_log=False)
+                                lifespan="off", access_log=False,
+                                limit_concurrency=max_connections, timeout_keep_alive=5,
+                                h11_max_incomplete_event_size=16 * 1024)
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
         self.host = host

@@ -1,7 +1,8 @@
 """The control API (``/api/v1``): status per model, evaluations, runs, audit; approve/reject a
 run, pause/resume a model, and the Alertmanager webhook. Mounted beside /metrics by daemon.http.
 
-Reads are open (like /metrics). On-call mutations need ``Authorization: Bearer <token>`` and
+Reads are open (like /metrics), a failed step's traceback and log tail excepted (redacted
+without the on-call token). On-call mutations need ``Authorization: Bearer <token>`` and
 the webhook its own ``<webhook_token>``: neither credential opens the other's endpoints, and the
 audit's actor is the credential's (``oncall``, ``alertmanager``), never what a client declares.
 With no token configured the endpoints it guards are refused, never open. A bad body gets 400
@@ -55,6 +56,20 @@ def evaluation_json(ev: Evaluation, with_results: bool = False) -> dict[str, Any
     return out
 
 
+# What a failing step leaves in its evidence that is for on-call's eyes only: a traceback or
+# the worker log's tail names paths, hosts and data. Open reads get it redacted.
+_PRIVATE = frozenset({"traceback", "log_tail", "log"})
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "(redacted: send the on-call token)" if k in _PRIVATE else _redacted(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
+
+
 def _run_summary(run: ActionRun) -> dict[str, Any]:
     return {"id": run.id, "model": run.model, "pipeline": run.pipeline, "state": run.state.value,
             "source": run.source, "mode": run.mode, "step": run.next_step,
@@ -90,6 +105,13 @@ def create_router(
     def authorized(request: Request) -> str:
         check_bearer(request, token, "API")
         return ONCALL
+
+    def is_oncall(request: Request) -> bool:
+        try:
+            check_bearer(request, token, "API")
+        except HTTPException:
+            return False
+        return True
 
     def webhook_authorized(request: Request) -> str:
         check_bearer(request, webhook_token, "webhook")
@@ -166,19 +188,21 @@ def create_router(
         return {"runs": [_run_summary(r) for r in store.list_runs(model, states, limit)]}
 
     @router.get("/runs/{run_id}")
-    def run_detail(run_id: str) -> dict[str, Any]:
+    def run_detail(run_id: str, request: Request) -> dict[str, Any]:
         run = store.get_run(run_id)
         if run is None:
             raise HTTPException(404, f"no run {run_id}")
-        return {**run.to_json(), "step_records": [s.to_json() for s in store.steps(run_id)],
-                "transitions": [t.to_json() for t in store.transitions(run_id)],
-                "audit": [a.to_json() for a in store.list_audit(run_id=run_id)]}
+        out = {**run.to_json(), "step_records": [s.to_json() for s in store.steps(run_id)],
+               "transitions": [t.to_json() for t in store.transitions(run_id)],
+               "audit": [a.to_json() for a in store.list_audit(run_id=run_id)]}
+        return out if is_oncall(request) else _redacted(out)  # type: ignore[no-any-return]
 
     @router.get("/audit")
-    def audit(since: float | None = None, model: str | None = None,
+    def audit(request: Request, since: float | None = None, model: str | None = None,
               run: str | None = None, limit: int = Query(200, ge=1, le=5000)) -> dict[str, Any]:
         entries = store.list_audit(since=since, model=model, run_id=run, limit=limit)
-        return {"entries": [a.to_json() for a in entries]}
+        out = {"entries": [a.to_json() for a in entries]}
+        return out if is_oncall(request) else _redacted(out)  # type: ignore[no-any-return]
 
     def _decide(run_id: str, to: RunState, allowed: list[RunState], actor: str,
                 body: dict[str, Any], note: dict[str, str]) -> dict[str, Any]:

@@ -178,11 +178,12 @@ def runs(url: Url = DEFAULT_URL,
 
 @app.command()
 def show(run_id: Annotated[str, typer.Argument(help="The run id.")],
-         url: Url = DEFAULT_URL, as_json: AsJson = False) -> None:
-    """One run: its steps, every transition with actor and evidence."""
+         url: Url = DEFAULT_URL, as_json: AsJson = False, token: Token = None) -> None:
+    """One run: its steps, every transition with actor and evidence (tracebacks and log
+    tails only with the token)."""
     from rich.table import Table
 
-    r = _call("GET", url, f"/runs/{run_id}")
+    r = _call("GET", url, f"/runs/{run_id}", token=token)
     if as_json:
         return _print_json(r)
     console = _console()
@@ -258,13 +259,13 @@ def audit(url: Url = DEFAULT_URL,
           = None,
           model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
           run: Annotated[str | None, typer.Option(help="Only this run.")] = None,
-          limit: int = 200, as_json: AsJson = False) -> None:
+          limit: int = 200, as_json: AsJson = False, token: Token = None) -> None:
     """The audit log: every state change with its actor and evidence, oldest first."""
     from rich.table import Table
 
     params = {"since": parse_since(since) if since else None, "model": model, "run": run,
               "limit": limit}
-    answer = _call("GET", url, "/audit", params=params)
+    answer = _call("GET", url, "/audit", token=token, params=params)
     if as_json:
         return _print_json(answer)
     table = Table(title="audit", title_justify="left")
