@@ -144,7 +144,7 @@ def ingest_during_evaluation(events: int = 120_000) -> str:
             "models": [model]}))
         daemon.start()
         counter = daemon.metrics.events
-        passes = daemon.monitor.assembly_tmp.evaluator.passes
+        passes = daemon.monitoring.evaluator.passes
         try:
             start = 0.0
             while True:

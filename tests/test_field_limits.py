@@ -6,7 +6,7 @@ import collections
 
 import msgspec
 
-from daemon.events import FeedbackEvent, InferenceEvent, Output, decode
+from daemon.events import ChatMessage, FeedbackEvent, InferenceEvent, Output, decode
 from daemon.ingest.limits import FieldLimits, cut
 
 
@@ -49,3 +49,19 @@ def test_oversized_fields_are_cut_and_counted() -> None:
                                        reference="ref " * 100))
     assert isinstance(feedback, FeedbackEvent) and feedback.reference == ("ref " * 16)
     assert counts["reference"] == 1
+
+
+def test_chat_messages_and_params_are_capped_too() -> None:
+    lim, counts = limits()
+    messages = [ChatMessage(role="user", content=f"turn {i} " + "z" * 200) for i in range(6)]
+    event = InferenceEvent(request_id="r", ts=1.0, model="m", model_version="1",
+                           latency_ms=1.0, input={"messages": messages},
+                           params={"stop": ["s" * 40], "temperature": 0.2})
+    capped = lim.apply(event)
+    assert isinstance(capped, InferenceEvent) and capped.input and capped.params
+    kept = capped.input["messages"]
+    assert isinstance(kept, list) and len(kept) == 4  # the latest turns
+    assert kept[0].content == ("turn 2 " + "z" * 200)[:64]
+    assert capped.params["stop"] == ["s" * 16] and capped.params["temperature"] == 0.2
+    assert counts == {"input.messages.items": 1, "input.messages.content": 4,
+                      "params.stop.value": 1}

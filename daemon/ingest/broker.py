@@ -13,6 +13,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from lifeguard.processes import own_group_dying_with_parent
+
 # What a KafkaAdminClient or KafkaProducer takes from the consumer's client_options: the
 # connection's security; consumer-only settings (fetch sizes, ...) would be refused.
 _CONNECTION_PREFIXES = ("security", "sasl", "ssl", "api_version", "connections_max_idle",
@@ -50,6 +52,10 @@ class LocalBroker:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -60,6 +66,9 @@ class LocalBroker:
             [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            # Its own process group: a Ctrl-C meant for the owner must not kill the broker
+            # before the owner's clients have flushed and committed through it.
+            preexec_fn=own_group_dying_with_parent,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

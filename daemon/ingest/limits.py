@@ -8,10 +8,11 @@ Applied in ingest, before any sink, so every consumer of an event sees the same 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
-from daemon.events import Event, FeedbackEvent, InferenceEvent
+from daemon.events import ChatMessage, Event, FeedbackEvent, InferenceEvent
 
 Count = Callable[[str], None]
 
@@ -58,43 +59,79 @@ class FieldLimits:
         self._str(changes, "error", event.error, text)
         features = event.input
         if features is not None:
-            capped_input = self._input(features)
+            capped_input = self._mapping(features, "input", text)
             if capped_input is not features:
                 changes["input"] = capped_input
+        params = event.params
+        if params is not None:
+            capped_params = self._mapping(params, "params", ids)
+            if capped_params is not params:
+                changes["params"] = capped_params
         output = event.output
         if output is not None:
             out: dict[str, object] = {}
             self._str(out, "text", output.text, text, counted=False)
             if isinstance(output.label, str):
                 self._str(out, "label", output.label, ids, counted=False)
+            self._str(out, "finish_reason", output.finish_reason, ids, counted=False)
             if out:
                 for name in out:
                     self.count(f"output.{name}")
                 changes["output"] = msgspec.structs.replace(output, **out)
         return msgspec.structs.replace(event, **changes) if changes else event
 
-    def _input(self, features: dict[str, str | float | bool | None]
-               ) -> dict[str, str | float | bool | None]:
-        ids, text = self.id_bytes // 4, self.text_bytes // 4
-        if len(features) <= self.max_fields and all(
-                len(k) <= ids and (type(v) is not str or len(v) <= text)
-                for k, v in features.items()):
-            return features  # the common case: nothing could be over a cap
-        if len(features) > self.max_fields:
-            self.count("input.fields")
-            features = dict(list(features.items())[: self.max_fields])
-        out: dict[str, str | float | bool | None] = {}
-        for key, value in features.items():
+    def _mapping(self, values: dict[str, Any], where: str, limit: int) -> dict[str, Any]:
+        """Flat inputs or params: at most max_fields keys, keys and strings cut, lists (chat
+        messages, stop words) at most max_fields long, the latest kept."""
+        keys, chars = self.id_bytes // 4, limit // 4
+        if len(values) <= self.max_fields and all(
+                len(k) <= keys and (type(v) is not str or len(v) <= chars)
+                and type(v) is not list for k, v in values.items()):
+            return values  # the common case: nothing could be over a cap
+        changed = False
+        if len(values) > self.max_fields:
+            self.count(f"{where}.fields")
+            values = dict(list(values.items())[: self.max_fields])
+            changed = True
+        out: dict[str, Any] = {}
+        for key, value in values.items():
             capped_key = cut(key, self.id_bytes)
             if capped_key is not key:
-                self.count("input.key")
+                self.count(f"{where}.key")
+                changed = True
             if isinstance(value, str):
-                capped = cut(value, self.text_bytes)
+                capped = cut(value, limit)
                 if capped is not value:
-                    self.count("input.text" if key == "text" else "input.value")
-                    value = capped
+                    self.count(f"{where}.text" if key == "text" else f"{where}.value")
+                    value, changed = capped, True
+            elif isinstance(value, list):
+                items = self._items(value, f"{where}.{capped_key}", limit)
+                changed = changed or items is not value
+                value = items
             out[capped_key] = value
-        return out
+        return out if changed else values
+
+    def _items(self, items: list[Any], where: str, limit: int) -> list[Any]:
+        kept = items
+        if len(items) > self.max_fields:
+            self.count(f"{where}.items")
+            kept = items[-self.max_fields:]
+        capped_items = []
+        for item in kept:
+            if isinstance(item, ChatMessage) and item.content is not None:
+                content = cut(item.content, self.text_bytes)
+                if content is not item.content:
+                    self.count(f"{where}.content")
+                    item = msgspec.structs.replace(item, content=content)
+            elif isinstance(item, str):
+                capped = cut(item, limit)
+                if capped is not item:
+                    self.count(f"{where}.value")
+                    item = capped
+            capped_items.append(item)
+        if kept is items and all(a is b for a, b in zip(capped_items, items, strict=True)):
+            return items
+        return capped_items
 
     def _feedback(self, event: FeedbackEvent) -> Event:
         changes: dict[str, object] = {}
