@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import time
@@ -19,7 +20,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from daemon.events import InferenceEvent, Output
 from deploy.emitter import EventEmitter
@@ -56,6 +57,10 @@ class ReplicaSettings(BaseModel):
     workers: int = Field(default=1, ge=1)
     max_batch: int = Field(default=16, ge=1)
     batch_wait_ms: float = Field(default=0.0, ge=0)
+    control_token: SecretStr | None = Field(
+        default=None, min_length=16,
+        description="Bearer token the repository API (load/unload) requires; unset: that API "
+        "answers only on a loopback address.")
 
     @property
     def replica_name(self) -> str:
@@ -64,6 +69,24 @@ class ReplicaSettings(BaseModel):
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _control_refusal(settings: ReplicaSettings, request: Request) -> JSONResponse | None:
+    """Who may load or unload: the holder of the control token; with none configured, only a
+    replica bound to loopback answers (anyone reaching it could unload the model otherwise)."""
+    expected = settings.control_token
+    if expected is None:
+        if settings.host in _LOOPBACK:
+            return None
+        return _error(401, "no control token configured on this replica: load/unload refused")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), expected.get_secret_value().encode()):
+        return None
+    return _error(401, "missing or wrong bearer token for the repository API")
 
 
 def create_app(settings: ReplicaSettings) -> FastAPI:
@@ -296,6 +319,9 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
 
     @app.post("/v2/repository/models/{name}/load")
     async def load(name: str, request: Request) -> JSONResponse:
+        refused = _control_refusal(settings, request)
+        if refused is not None:
+            return refused
         try:
             raw = await request.body()
             body = json.loads(raw) if raw else {}
@@ -307,7 +333,10 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
         return JSONResponse({"name": name, "version": str(slot.version)})
 
     @app.post("/v2/repository/models/{name}/unload")
-    async def unload(name: str) -> JSONResponse:
+    async def unload(name: str, request: Request) -> JSONResponse:
+        refused = _control_refusal(settings, request)
+        if refused is not None:
+            return refused
         try:
             server.unload(name)
         except ServingError as exc:
