@@ -27,6 +27,8 @@ from deploy.errors import InvalidNameError, TamperedVersionError, VersionNotFoun
 from deploy.integrity import IntegrityError, digest_dir, verify_dir
 
 RECORD_NAME = "version.json"
+# Per model: versions rolled back (a failed canary); never served again by default.
+WITHDRAWN_NAME = "withdrawn.json"
 MODEL_FILE = "model.onnx"
 INFO_FILE = "model_info.json"
 TASKS = ("sequence-classification", "causal-lm")
@@ -111,6 +113,39 @@ class ModelRepository:
         versions = self.versions(model)
         return versions[-1] if versions else None
 
+    def withdrawn(self, model: str) -> dict[int, str]:
+        """Versions withdrawn by a rollback, with why."""
+        path = self.root / validate_model_name(model) / WITHDRAWN_NAME
+        if not path.is_file():
+            return {}
+        return {int(k): str(v) for k, v in json.loads(path.read_text()).items()}
+
+    def serving_version(self, model: str) -> int | None:
+        """What a replica loads when told no version: the latest not withdrawn."""
+        gone = self.withdrawn(model)
+        versions = [v for v in self.versions(model) if v not in gone]
+        return versions[-1] if versions else None
+
+    def withdraw(self, model: str, version: int, reason: str) -> None:
+        """Record that ``version`` was rolled back: a restarted replica, and a Triton reading
+        config.pbtxt, serve the latest version not withdrawn instead of it."""
+        model_dir = self.root / validate_model_name(model)
+        with _locked(model_dir / ".publish.lock"):
+            gone = self.withdrawn(model)
+            gone[parse_version(version)] = reason[:500]
+            _write_atomic(model_dir / WITHDRAWN_NAME,
+                          json.dumps({str(k): v for k, v in sorted(gone.items())}))
+            self._write_config(model)
+
+    def _write_config(self, model: str) -> None:
+        latest = self.latest(model)
+        if latest is None:
+            return
+        info = self.record(model, latest).model_info
+        pinned = self.serving_version(model) if self.withdrawn(model) else None
+        _write_atomic(self.root / model / "config.pbtxt",
+                      triton_config_pbtxt(model, info, pinned))
+
     def version_dir(self, model: str, version: int | str) -> Path:
         return self.root / validate_model_name(model) / str(parse_version(version))
 
@@ -168,10 +203,10 @@ class ModelRepository:
                 )
                 (staging / RECORD_NAME).write_text(record.to_json())
                 _fsync_tree(staging)
-                _write_atomic(model_dir / "config.pbtxt", triton_config_pbtxt(model, info))
                 # rename() of a directory is atomic: readers see the whole version or nothing.
                 os.rename(staging, model_dir / str(version))
                 _fsync_dir(model_dir)
+                self._write_config(model)
             finally:
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)
@@ -194,7 +229,9 @@ def triton_config(model: str, task: str, version: int | None = None) -> dict[str
     }
 
 
-def triton_config_pbtxt(model: str, info: Mapping[str, Any]) -> str:
+def triton_config_pbtxt(model: str, info: Mapping[str, Any], pinned: int | None = None) -> str:
+    """Triton's config.pbtxt: the latest version, or ``pinned`` once a version was withdrawn
+    (Triton would otherwise pick the withdrawn one up again on a restart)."""
     config = triton_config(model, str(info["task"]))
     lines = [f'name: "{model}"', 'backend: "onnxruntime"', "max_batch_size: 0"]
     for key in ("input", "output"):
@@ -202,7 +239,8 @@ def triton_config_pbtxt(model: str, info: Mapping[str, Any]) -> str:
             dims = ", ".join(str(d) for d in tensor["dims"])
             lines.append(f'{key} {{ name: "{tensor["name"]}" data_type: {tensor["data_type"]} '
                          f"dims: [ {dims} ] }}")
-    lines.append("version_policy: { latest: { num_versions: 1 } }")
+    lines.append("version_policy: { latest: { num_versions: 1 } }" if pinned is None
+                 else f"version_policy: {{ specific: {{ versions: [ {pinned} ] }} }}")
     return "\n".join(lines) + "\n"
 
 

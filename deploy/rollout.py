@@ -174,6 +174,10 @@ class RolloutController:
 
     def _roll_back(self, record: RolloutRecord) -> RolloutRecord:
         target = record.from_version
+        if record.to_version is not None and record.to_version != target:
+            # Pinned first: a replica restarted mid-rollback must not load it again.
+            self.repository.withdraw(record.model, record.to_version,
+                                     record.reason or "rolled back")
         desired = {url: target for url in self.fleet.urls}
         record = self.store.update(record, desired=desired)
         pending: list[str] = []
