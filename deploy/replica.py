@@ -36,6 +36,7 @@ from deploy.repository import (
     validate_model_name,
 )
 from deploy.serving import ModelServer, Prediction, ServingError
+from lifeguard.asgi import BodyLimit
 
 log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "x-request-id"
@@ -57,6 +58,8 @@ class ReplicaSettings(BaseModel):
     workers: int = Field(default=1, ge=1)
     max_batch: int = Field(default=16, ge=1)
     batch_wait_ms: float = Field(default=0.0, ge=0)
+    max_body_bytes: int = Field(default=4 << 20, ge=1024,
+                                description="Larger request bodies are answered 413.")
     control_token: SecretStr | None = Field(
         default=None, min_length=16,
         description="Bearer token the repository API (load/unload) requires; unset: that API "
@@ -120,6 +123,7 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
         emitter.close()
 
     app = FastAPI(title="lifeguard replica", lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # type: ignore[arg-type]
     app.state.server = server
     app.state.emitter = emitter
     app.include_router(openai_router(server, emitter.emit, metrics.observe,
@@ -375,5 +379,8 @@ def serve(settings: ReplicaSettings) -> None:
     """Run the replica until SIGINT/SIGTERM (uvicorn finishes requests in flight first)."""
     import uvicorn
 
+    # Bounded like the daemon's API: 256 connections at once (503 past it), 16 KiB heads.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+                log_level="warning", access_log=False, timeout_graceful_shutdown=5,
+                limit_concurrency=256, timeout_keep_alive=5,
+                h11_max_incomplete_event_size=16 * 1024)

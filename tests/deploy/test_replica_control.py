@@ -1,6 +1,6 @@
 """The replica's repository API (load / unload) behind the control token, on a real replica
 process: an unauthenticated or wrongly authenticated unload is refused and the model keeps
-serving; the fleet client, holding the token, is obeyed."""
+serving; the fleet client, holding the token, is obeyed; an oversized request gets 413."""
 
 from __future__ import annotations
 
@@ -47,6 +47,11 @@ def test_an_unauthenticated_unload_is_refused_and_the_fleet_client_is_obeyed(
     with pytest.raises(ReplicaRejectedError):
         anonymous.unload(MODEL)
     assert anonymous.model_ready(MODEL)  # still serving
+    # An oversized request is answered 413 before anything reads it.
+    big = httpx.post(f"{replica.url}/v2/models/{MODEL}/text",
+                     json={"text": "x" * (5 << 20)}, timeout=30)
+    assert big.status_code == 413
+    assert anonymous.model_ready(MODEL)
     fleet = FleetClient([replica.url], token=TOKEN)
     try:
         fleet.replicas[0].unload(MODEL)
