@@ -27,8 +27,9 @@ from deploy.errors import InvalidNameError, TamperedVersionError, VersionNotFoun
 from deploy.integrity import IntegrityError, digest_dir, verify_dir
 
 RECORD_NAME = "version.json"
-# Per model: versions rolled back (a failed canary); never served again by default.
-WITHDRAWN_NAME = "withdrawn.json"
+# Per model: the version rollouts settled on (pinned) and the versions rolled back (withdrawn,
+# never served again): what a replica loads when told no version, and what config.pbtxt names.
+SERVING_NAME = "serving.json"
 MODEL_FILE = "model.onnx"
 INFO_FILE = "model_info.json"
 TASKS = ("sequence-classification", "causal-lm")
@@ -113,28 +114,51 @@ class ModelRepository:
         versions = self.versions(model)
         return versions[-1] if versions else None
 
+    def _serving(self, model: str) -> dict[str, Any]:
+        path = self.root / validate_model_name(model) / SERVING_NAME
+        if not path.is_file():
+            return {"pinned": None, "withdrawn": {}}
+        return dict(json.loads(path.read_text()))
+
     def withdrawn(self, model: str) -> dict[int, str]:
         """Versions withdrawn by a rollback, with why."""
-        path = self.root / validate_model_name(model) / WITHDRAWN_NAME
-        if not path.is_file():
-            return {}
-        return {int(k): str(v) for k, v in json.loads(path.read_text()).items()}
+        return {int(k): str(v) for k, v in self._serving(model)["withdrawn"].items()}
+
+    def pinned(self, model: str) -> int | None:
+        pinned = self._serving(model)["pinned"]
+        return None if pinned is None else int(pinned)
 
     def serving_version(self, model: str) -> int | None:
-        """What a replica loads when told no version: the latest not withdrawn."""
+        """What a replica loads when told no version: the version the last rollout settled
+        on, else the latest; never a withdrawn one."""
         gone = self.withdrawn(model)
         versions = [v for v in self.versions(model) if v not in gone]
+        pinned = self.pinned(model)
+        if pinned is not None and pinned in versions:
+            return pinned
         return versions[-1] if versions else None
 
-    def withdraw(self, model: str, version: int, reason: str) -> None:
-        """Record that ``version`` was rolled back: a restarted replica, and a Triton reading
-        config.pbtxt, serve the latest version not withdrawn instead of it."""
+    def pin(self, model: str, version: int) -> None:
+        """A rollout settled on ``version`` (promoted, or restored by a rollback)."""
+        self._update_serving(model, pinned=parse_version(version))
+
+    def withdraw(self, model: str, version: int, reason: str,
+                 stable: int | None = None) -> None:
+        """Record that ``version`` was rolled back (to ``stable``): a restarted replica, and a
+        Triton reading config.pbtxt, serve ``stable`` instead, never ``version``."""
+        self._update_serving(model, withdrawn=(parse_version(version), reason[:500]),
+                             pinned=stable)
+
+    def _update_serving(self, model: str, pinned: int | None = None,
+                        withdrawn: tuple[int, str] | None = None) -> None:
         model_dir = self.root / validate_model_name(model)
         with _locked(model_dir / ".publish.lock"):
-            gone = self.withdrawn(model)
-            gone[parse_version(version)] = reason[:500]
-            _write_atomic(model_dir / WITHDRAWN_NAME,
-                          json.dumps({str(k): v for k, v in sorted(gone.items())}))
+            serving = self._serving(model)
+            if pinned is not None:
+                serving["pinned"] = pinned
+            if withdrawn is not None:
+                serving["withdrawn"] = {**serving["withdrawn"], str(withdrawn[0]): withdrawn[1]}
+            _write_atomic(model_dir / SERVING_NAME, json.dumps(serving, sort_keys=True))
             self._write_config(model)
 
     def _write_config(self, model: str) -> None:
@@ -142,9 +166,10 @@ class ModelRepository:
         if latest is None:
             return
         info = self.record(model, latest).model_info
-        pinned = self.serving_version(model) if self.withdrawn(model) else None
+        settled = self.pinned(model) is not None or self.withdrawn(model)
         _write_atomic(self.root / model / "config.pbtxt",
-                      triton_config_pbtxt(model, info, pinned))
+                      triton_config_pbtxt(model, info,
+                                          self.serving_version(model) if settled else None))
 
     def version_dir(self, model: str, version: int | str) -> Path:
         return self.root / validate_model_name(model) / str(parse_version(version))

@@ -23,9 +23,11 @@ def test_a_restarted_replica_serves_the_stable_version_after_a_rollback(tmp_path
     canary = repo.publish(MODEL, cached_onnx_classifier("int8"), run_id="canary")
     config = repo.root / MODEL / "config.pbtxt"
     assert "latest: { num_versions: 1 }" in config.read_text()
-    repo.withdraw(MODEL, canary.version, "canary: accuracy drop 0.12 > 0.05")
+    # A newer candidate, published but never promoted, is not what a restart should serve.
+    newer = repo.publish(MODEL, cached_onnx_classifier("fp32"), run_id="next-candidate")
+    repo.withdraw(MODEL, canary.version, "canary: accuracy drop 0.12 > 0.05", stable=1)
     assert repo.withdrawn(MODEL) == {canary.version: "canary: accuracy drop 0.12 > 0.05"}
-    assert repo.serving_version(MODEL) == 1
+    assert repo.serving_version(MODEL) == 1 and newer.version == 3
     assert "specific: { versions: [ 1 ] }" in config.read_text()
 
     replica = ReplicaProcess(repo.root, "restarted", [MODEL], None, tmp_path)
