@@ -7,6 +7,8 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from lifeguard.errors import LifeguardError
+
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
@@ -15,8 +17,8 @@ ASGIApp = Callable[[Message, Receive, Send], Awaitable[None]]
 MAX_BODY_BYTES = 64 * 1024
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(LifeguardError):
+    """A body grew past the limit while being read (answered 413, never raised further)."""
 
 
 class BodyLimit:

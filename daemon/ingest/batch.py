@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from daemon.events import Event
+from lifeguard.errors import LifeguardError
 
 TopicPartitionId = tuple[str, int]
 
@@ -28,7 +29,7 @@ class PartitionBatch:
     replay: bool = False
 
 
-class RejectedEvents(Exception):
+class RejectedEvents(LifeguardError):
     """Raised by a sink that applied every event of a batch except these (index in
     ``batch.events`` -> why): ingest dead-letters them and must not apply the batch again."""
 
