@@ -19,8 +19,8 @@ WINDOW = 2000
 LABEL_DELAY = 300  # feedback arrives this many events after its inference
 
 
-def _config(**model: object) -> object:
-    return parse_config({"models": [{
+def _config(evaluator: dict[str, object], **model: object) -> object:
+    return parse_config({"evaluation": evaluator, "models": [{
         "name": "m",
         "window": {"size": WINDOW},
         "reference": {"first_n": WINDOW},
@@ -69,21 +69,33 @@ class Stream:
 
 
 class Harness:
-    def __init__(self, **model: object) -> None:
+    """The monitor as the daemon builds it; passes in a thread unless ``evaluator`` says
+    otherwise (the root config's ``evaluation`` section)."""
+
+    def __init__(self, evaluator: dict[str, object] | None = None, **model: object) -> None:
         self.registry = CollectorRegistry()
         self.evaluations: list[Evaluation] = []
-        self.monitoring = build_monitoring(_config(**model), self.registry,
+        self.monitoring = build_monitoring(_config(evaluator or {"isolation": "thread"},
+                                                   **model), self.registry,
                                            [self.evaluations.append])
         self.offset = 0
+
+    def __enter__(self) -> Harness:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.monitoring.stop()
+
+    def apply(self, events: list) -> None:
+        self.monitoring.windows.apply(PartitionBatch("t", 0, events, self.offset,
+                                                     self.offset + len(events) - 1))
+        self.offset += len(events)
 
     def feed(self, events: list) -> list[Evaluation]:
         """Apply events in batches of 500, evaluating each time a window's worth arrived."""
         produced: list[Evaluation] = []
         for start in range(0, len(events), 500):
-            chunk = events[start:start + 500]
-            self.monitoring.windows.apply(PartitionBatch("t", 0, chunk, self.offset,
-                                                         self.offset + len(chunk) - 1))
-            self.offset += len(chunk)
+            self.apply(events[start:start + 500])
             windows = self.monitoring.windows.get("m")
             if windows is not None and windows.new_events >= WINDOW:
                 produced += self.monitoring.evaluator.run_model("m")

@@ -8,6 +8,7 @@ names them. What falls out is counted. Callers read through the query API at the
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ import detectors.columns as col
 from daemon.events import FeedbackEvent, InferenceEvent
 from daemon.ingest.batch import TopicPartitionId
 from daemon.monitor.config import LabelJoinConfig, ReferenceConfig, WindowConfig
+from daemon.monitor.deltas import Cursor, PassDelta, ReferenceRows, VersionDelta, pack_rows
 from daemon.monitor.labels import LabelJoin
 
 
@@ -66,14 +68,22 @@ def row_of(event: InferenceEvent, offset: int) -> WindowRow:
                      None if output is None else output.text, offset)
 
 
+_serials = itertools.count()
+
+
 class Rows:
-    """A bounded deque of rows with the labels joined to them."""
+    """A bounded deque of rows with the labels joined to them. The counters let an evaluation
+    backend be sent only what changed: rows appended, labels attached (``labels`` keeps them
+    in attach order), and an epoch that moves when labels are pruned."""
 
     def __init__(self, size: int | None) -> None:
         self.rows: deque[WindowRow] = deque(maxlen=size)
         self.labels: dict[str, Joined] = {}
         self.appended = 0
         self.aged_out = 0
+        self.serial = next(_serials)
+        self.label_seq = 0
+        self.label_epoch = 0
 
     def append(self, row: WindowRow) -> None:
         self.rows.append(row)
@@ -90,13 +100,16 @@ class Rows:
             self.aged_out += 1
 
     def attach(self, request_id: str, label: Any, rating: float | None) -> None:
+        self.labels.pop(request_id, None)  # a re-attached label moves to the end: newest last
         self.labels[request_id] = (label, rating)
+        self.label_seq += 1
         if self.rows.maxlen and len(self.labels) > 2 * self.rows.maxlen:
             self._prune_labels()
 
     def _prune_labels(self) -> None:
         live = {row.request_id for row in self.rows}
         self.labels = {rid: v for rid, v in self.labels.items() if rid in live}
+        self.label_epoch += 1
 
     def snapshot(self) -> RowsSnapshot:
         """Rows and labels as they are now: cheap copies, taken under the model's lock."""
@@ -104,6 +117,28 @@ class Rows:
 
     def frame(self, features: Sequence[str]) -> pd.DataFrame:
         return self.snapshot().frame(features)
+
+    def delta(self, cursor: Cursor) -> tuple[list[WindowRow], bool, list[tuple[str, Joined]], bool]:
+        """Rows and labels added since ``cursor`` (everything when the cursor follows another
+        window, or is too far behind), and advances the cursor. O(what changed)."""
+        new = self.appended - cursor.appended
+        reset = cursor.serial != self.serial or new > len(self.rows) or new < 0
+        rows = list(self.rows) if reset else _newest(self.rows, new)
+        labels_reset = reset or cursor.label_epoch != self.label_epoch
+        labels = (list(self.labels.items()) if labels_reset
+                  else _newest(self.labels.items(), self.label_seq - cursor.label_seq))
+        cursor.serial, cursor.appended = self.serial, self.appended
+        cursor.label_seq, cursor.label_epoch = self.label_seq, self.label_epoch
+        return rows, reset, labels, labels_reset
+
+
+def _newest(items: Any, n: int) -> list[Any]:
+    """The last ``n`` of a deque or dict view, oldest first, reading only those ``n``."""
+    if n <= 0:
+        return []
+    out = list(itertools.islice(reversed(items), n))
+    out.reverse()
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,27 +173,6 @@ class RowsSnapshot:
         for name in features:
             data[name] = [None if f is None else f.get(name) for f in c["features"]]
         return pd.DataFrame(data)
-
-
-@dataclass(frozen=True, slots=True)
-class VersionPass:
-    """What one version's detector pass needs, copied under the lock: the current rows, and
-    the reference as rows to prepare, a frame (from a file), or None when the evaluator's
-    prepared reference is still the right one."""
-
-    version: str
-    current: RowsSnapshot
-    reference: RowsSnapshot | pd.DataFrame | None
-    reference_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class PassInput:
-    """A consistent cut of one model's windows for an evaluation pass."""
-
-    versions: list[VersionPass]
-    offset: int  # the newest offset the cut has seen
-    live: set[str]  # every version with a current window
 
 
 class ModelWindows:
@@ -239,32 +253,48 @@ class ModelWindows:
             new, self.new_events = self.new_events, 0
         return new
 
-    def pass_input(self, min_events: int, prepared: dict[str, int]) -> PassInput | None:
-        """The versions with at least ``min_events`` current rows and a frozen reference, cut
-        consistently; ``prepared`` maps a version to the reference size the caller prepared
-        (its reference is not copied again while that size holds). Ages rows out first.
-        None while the windows are rebuilt from replayed history: judge nothing yet."""
+    def pass_delta(self, min_events: int, cursors: dict[str, Cursor]) -> PassDelta | None:
+        """What a backend needs for a pass over the versions with at least ``min_events``
+        current rows and a frozen reference: per version, what changed since its cursor in
+        ``cursors`` (advanced here; cursors of versions that left the windows are dropped).
+        Ages rows out first. None while the windows are rebuilt from replayed history:
+        judge nothing yet."""
+        features = self.settings.window.features
         with self.lock:
             self.age_out()
             self.new_events = 0
             if self.replaying:
                 return None
+            for gone in [v for v in cursors if v not in self.current]:
+                del cursors[gone]
             versions = []
             for version, rows in self.current.items():
                 if len(rows.rows) < min_events:
                     continue
-                reference: RowsSnapshot | pd.DataFrame | None
+                cursor = cursors.get(version) or Cursor()
+                # A new window (or a new backend) gets the reference again; otherwise the
+                # backend prepared this one already.
+                fresh = cursor.serial != rows.serial
+                reference: ReferenceRows | pd.DataFrame | None = None
                 if self.file_reference is not None:
                     size = len(self.file_reference)
-                    reference = None if version in prepared else self.file_reference
+                    if fresh or cursor.reference_size != size:
+                        reference = self.file_reference
                 else:
                     ref_rows = self.references.get(version)
                     if ref_rows is None or len(ref_rows.rows) < self.settings.reference.first_n:
                         continue
                     size = len(ref_rows.rows)
-                    reference = None if prepared.get(version) == size else ref_rows.snapshot()
-                versions.append(VersionPass(version, rows.snapshot(), reference, size))
-            return PassInput(versions, self.last_offset, set(self.current))
+                    if fresh or cursor.reference_size != size:
+                        reference = ReferenceRows(pack_rows(ref_rows.rows, features),
+                                                  list(ref_rows.labels.items()))
+                cursors[version] = cursor
+                new, reset, labels, labels_reset = rows.delta(cursor)
+                cursor.reference_size = size
+                versions.append(VersionDelta(version, pack_rows(new, features), reset,
+                                             len(rows.rows), labels, labels_reset, reference,
+                                             size))
+            return PassDelta(self.name, versions, self.last_offset, set(self.current))
 
     def versions(self) -> set[str]:
         with self.lock:

@@ -1,0 +1,133 @@
+"""When each model's pass runs: due on its interval or when enough new events arrived, served
+least-recently-evaluated first by a few lanes, so a slow model never starves the others.
+
+Each model is pinned to one lane (its evaluation worker holds that model's window copies);
+a lane runs one pass at a time. The lag of each model (seconds since a pass became due and
+was not yet served) is what /metrics shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 1.0
+
+
+@dataclass
+class Slot:
+    """One model's place in the schedule."""
+
+    name: str
+    lane: int
+    interval: float  # seconds between passes; 0: only when asked
+    next_at: float = math.inf  # when the interval makes it due next
+    due_since: float | None = None  # a pass is due and not started since then
+    serving_since: float | None = None  # the running pass was due since then
+    last_started: float = -math.inf
+    running: bool = False
+
+
+class PassScheduler:
+    """Lanes (threads) that call ``run(model)`` for due models, least recently started first."""
+
+    def __init__(self, run: Callable[[str], object], models: dict[str, tuple[float, int]],
+                 lanes: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._run = run
+        self._clock = clock
+        self.lanes = lanes
+        self.slots = {name: Slot(name, lane, interval)
+                      for name, (interval, lane) in models.items()}
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+
+    def start(self) -> None:
+        now = self._clock()
+        with self._cond:
+            self._stopping = False
+            for slot in self.slots.values():
+                slot.next_at = now + slot.interval if slot.interval else math.inf
+        self._threads = [threading.Thread(target=self._lane, args=(i,), daemon=True,
+                                          name=f"evaluation-lane-{i}")
+                         for i in range(self.lanes)]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+
+    def request(self, name: str) -> None:
+        """A pass of ``name`` is due now (enough new events arrived)."""
+        with self._cond:
+            slot = self.slots.get(name)
+            if slot is not None and slot.due_since is None:
+                slot.due_since = self._clock()
+                self._cond.notify_all()
+
+    def lag(self) -> dict[str, float]:
+        """Per model: seconds since its oldest unserved due pass became due (0: none)."""
+        now = self._clock()
+        with self._cond:
+            out = {}
+            for slot in self.slots.values():
+                self._promote(slot, now)
+                since = [t for t in (slot.due_since, slot.serving_since) if t is not None]
+                out[slot.name] = max(0.0, now - min(since)) if since else 0.0
+            return out
+
+    # -- the lanes --------------------------------------------------------------------------
+
+    @staticmethod
+    def _promote(slot: Slot, now: float) -> None:
+        if slot.due_since is None and now >= slot.next_at:
+            slot.due_since = slot.next_at
+
+    def pick(self, lane: int, now: float) -> Slot | None:
+        """The due, idle model of ``lane`` evaluated least recently (caller holds the lock)."""
+        best = None
+        for slot in self.slots.values():
+            if slot.lane != lane or slot.running:
+                continue
+            self._promote(slot, now)
+            if slot.due_since is not None and (best is None
+                                               or slot.last_started < best.last_started):
+                best = slot
+        return best
+
+    def _lane(self, lane: int) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopping:
+                        return
+                    now = self._clock()
+                    slot = self.pick(lane, now)
+                    if slot is not None:
+                        break
+                    upcoming = min((s.next_at for s in self.slots.values() if s.lane == lane),
+                                   default=math.inf)
+                    self._cond.wait(max(0.001, min(IDLE_WAIT_S, upcoming - now)))
+                slot.running = True
+                slot.serving_since, slot.due_since = slot.due_since, None
+                slot.last_started = now
+                slot.next_at = now + slot.interval if slot.interval else math.inf
+            try:
+                self._run(slot.name)
+            except Exception:
+                log.exception("evaluation pass of %s failed", slot.name)
+            finally:
+                with self._cond:
+                    slot.running = False
+                    slot.serving_since = None
