@@ -12,11 +12,14 @@ import textwrap
 import threading
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-
-from test_evaluator import WINDOW, Harness, Stream
+from test_evaluator import Harness, Stream
 
 ROOT = Path(__file__).resolve().parents[1]
+SIZE = 600  # small windows: these tests are about where passes run, not statistics
+SMALL = {"window": {"size": SIZE}, "reference": {"first_n": SIZE},
+         "evaluation": {"interval": 3600, "min_events": SIZE, "embedding_sample": 0}}
 
 
 def _sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -29,16 +32,17 @@ def _detector_lines(registry: CollectorRegistry) -> list[str]:
                   if line.startswith(("lifeguard_detector_", "lifeguard_last_evaluation")))
 
 
+@pytest.mark.integration
 def test_process_and_thread_passes_give_the_same_evaluations() -> None:
     """A fixed stream, two passes (the second fed incrementally: new rows, late labels, a
     shifted vocabulary): the same evaluations, results and gauges either way."""
     outcomes = {}
     for isolation in ("thread", "process"):
-        with Harness({"isolation": isolation}) as harness:
+        with Harness({"isolation": isolation}, **SMALL) as harness:
             stream = Stream(seed=11)
-            harness.apply(stream.batch(2 * WINDOW))
+            harness.apply(stream.batch(2 * SIZE))
             first = harness.monitoring.evaluator.run_model("m")
-            harness.apply(stream.batch(WINDOW // 2, vocab="z", accuracy=0.6))
+            harness.apply(stream.batch(SIZE // 2, vocab="z", accuracy=0.6))
             second = harness.monitoring.evaluator.run_model("m")
             outcomes[isolation] = (first + second, _detector_lines(harness.registry))
     (in_thread, thread_gauges), (in_process, process_gauges) = outcomes.values()
@@ -48,13 +52,15 @@ def test_process_and_thread_passes_give_the_same_evaluations() -> None:
     assert thread_gauges and thread_gauges == process_gauges
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_a_killed_or_hung_worker_is_counted_and_retried_while_ingest_goes_on() -> None:
-    settings = {"isolation": "process", "pass_timeout": 8, "retries": 1}
-    with Harness(settings) as harness:
+    settings = {"isolation": "process", "pass_timeout": 5, "retries": 1}
+    with Harness(settings, **SMALL) as harness:
         evaluator = harness.monitoring.evaluator
         worker = evaluator.lanes[0].backend
         stream = Stream(seed=12)
-        harness.apply(stream.batch(2 * WINDOW))
+        harness.apply(stream.batch(2 * SIZE))
         assert evaluator.run_model("m")
         first_pid = worker.pid  # type: ignore[attr-defined]
         assert first_pid is not None
@@ -85,6 +91,8 @@ def test_a_killed_or_hung_worker_is_counted_and_retried_while_ingest_goes_on() -
         assert results[0].window_end_offset == harness.offset - 1  # it saw the new events
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_the_daemon_process_never_imports_evidently_torch_or_the_encoder(tmp_path: Path) -> None:
     """A pass with embedding drift: the encoder loads in the worker, the daemon's own
     modules stay free of it (checked in a fresh interpreter: pytest's may have them)."""
@@ -116,7 +124,8 @@ def test_the_daemon_process_never_imports_evidently_torch_or_the_encoder(tmp_pat
                                            "detectors.embeddings", "detectors.suite")
                                if m in sys.modules))
     """)
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"}
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
+           "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"}
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -127,21 +127,31 @@ def _feedback(i: int, label: str) -> FeedbackEvent:
     return FeedbackEvent(request_id=f"r{i}", ts=i * 1000, model="m", label=label)
 
 
-def test_pass_input_cuts_versions_with_enough_rows_and_a_frozen_reference() -> None:
+def test_pass_delta_cuts_versions_with_enough_rows_and_sends_only_what_changed() -> None:
     store = _store()
     _apply(store, [_inference(i) for i in range(80)] +
            [_inference(i, version="2") for i in range(80, 100)])
     windows = store.get("m")
     assert windows is not None and windows.new_events == 100
-    cut = windows.pass_input(min_events=30, prepared={})
+    cursors: dict = {}
+    cut = windows.pass_delta(min_events=30, cursors=cursors)
     assert cut is not None and windows.new_events == 0
-    assert [p.version for p in cut.versions] == ["1"]  # v2: 20 rows and no frozen reference
+    assert [v.version for v in cut.versions] == ["1"]  # v2: 20 rows and no frozen reference
     assert cut.live == {"1", "2"} and cut.offset == 99
     first = cut.versions[0]
-    assert first.reference_size == 50 and len(first.current.rows) == 80
-    # A reference the caller already prepared at that size is not copied again.
-    again = windows.pass_input(min_events=30, prepared={"1": 50})
-    assert again is not None and again.versions[0].reference is None
+    assert first.reset and len(first.rows) == 80 and first.length == 80
+    assert first.reference_size == 50 and first.reference is not None
+    # Next time: only the new rows and labels, and no reference (the backend prepared it).
+    _apply(store, [_inference(i) for i in range(100, 130)] + [_feedback(110, "negative")])
+    again = windows.pass_delta(min_events=30, cursors=cursors)
+    assert again is not None
+    second = again.versions[0]
+    assert not second.reset and second.reference is None and second.length == 100
+    assert second.rows.request_id == [f"r{i}" for i in range(100, 130)]
+    assert second.labels == [("r110", ("negative", None))] and not second.labels_reset
+    # A backend that lost its copy (cursors cleared) gets everything again.
+    fresh = windows.pass_delta(min_events=30, cursors={})
+    assert fresh is not None and fresh.versions[0].reset and len(fresh.versions[0].rows) == 100
 
 
 def test_rows_since_and_labelled_rows_read_without_internals() -> None:

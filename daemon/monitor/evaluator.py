@@ -116,6 +116,11 @@ class Evaluator:
     def start(self) -> None:
         self._closing = False
         self.scheduler.start()
+        if self.settings.isolation == "thread":  # import Evidently now, not in a pass
+            from daemon.monitor.detector_pass import warm_up
+
+            threading.Thread(target=warm_up, daemon=True, name="evaluation-warm-up").start()
+            return
         for lane in self.lanes:  # workers import and warm up now, not in the first pass
             threading.Thread(target=self._warm, args=(lane,), daemon=True,
                              name="evaluation-warm-up").start()
