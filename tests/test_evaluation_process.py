@@ -89,6 +89,11 @@ def test_a_killed_or_hung_worker_is_counted_and_retried_while_ingest_goes_on() -
                        reason="timeout") == 1
         assert worker.pid not in (None, first_pid, second_pid)  # type: ignore[attr-defined]
         assert results[0].window_end_offset == harness.offset - 1  # it saw the new events
+        # The replacement was started from a thread that has ended: it lives on regardless.
+        harness.apply(stream.batch(100))
+        assert len(evaluator.run_model("m")) == 1
+        assert _sample(harness.registry, "lifeguard_evaluation_failures_total", model="m",
+                       reason="crash") == 1
 
 
 @pytest.mark.slow

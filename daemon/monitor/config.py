@@ -76,6 +76,9 @@ class EvaluatorConfig(StrictModel):
         "too) and retried.")
     start_timeout: Duration = Field(
         120.0, gt=0, description="How long a new worker may take to import and warm up.")
+    nice: int = Field(
+        10, ge=0, le=19, description="Niceness of worker processes: when cores are short, "
+        "ingest goes first and passes wait (lifeguard_evaluation_lag_seconds shows it).")
     retries: int = Field(2, ge=0, le=10,
                          description="Immediate retries of a pass whose worker crashed or "
                          "hung (on a fresh worker).")

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
@@ -39,9 +40,10 @@ class WorkerProcess:
     ``generation`` moves each time a new process starts: what the old one held is gone."""
 
     def __init__(self, specs: Sequence[ModelSpec], start_timeout: float,
-                 name: str = "lifeguard-evaluator") -> None:
+                 name: str = "lifeguard-evaluator", nice: int = 0) -> None:
         self.specs = list(specs)
         self.start_timeout = start_timeout
+        self.nice = nice
         self.name = name
         self.generation = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -92,7 +94,8 @@ class WorkerProcess:
         ours, theirs = socket.socketpair()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "daemon.monitor.evaluation_worker", str(theirs.fileno())],
+                [sys.executable, "-m", "daemon.monitor.evaluation_worker", str(theirs.fileno()),
+                 str(self.nice)],
                 pass_fds=[theirs.fileno()], env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
         finally:
             theirs.close()
@@ -153,14 +156,25 @@ def serve(conn: Connection) -> None:
             conn.send(("done", engine.run(payload)))
 
 
-def main(argv: Sequence[str]) -> None:
-    from lifeguard.processes import die_with_parent
+def _exit_with_parent(parent: int) -> None:
+    """PR_SET_PDEATHSIG fires when the spawning *thread* ends, and any daemon thread may start
+    a worker: watch the parent process itself instead (its socket's EOF covers an idle
+    worker; this covers one stuck in a pass)."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(1)
 
-    die_with_parent()
+
+def main(argv: Sequence[str]) -> None:
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True,
+                     name="parent-watch").start()
     # Ctrl-C reaches the whole process group: the daemon decides when this process ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s evaluator %(levelname)s "
                         "%(name)s: %(message)s")
+    if len(argv) > 1 and int(argv[1]):
+        os.nice(int(argv[1]))  # background work: under contention, ingest goes first
     conn = Connection(int(argv[0]))
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the daemon went away
         serve(conn)

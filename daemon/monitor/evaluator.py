@@ -93,7 +93,8 @@ class Evaluator:
         count = max(1, min(settings.workers, len(specs)))
         self.lane_of = {name: i % count for i, name in enumerate(specs)}
         pinned = [[s for n, s in specs.items() if self.lane_of[n] == i] for i in range(count)]
-        self.lanes = [Lane(WorkerProcess(p, settings.start_timeout, f"lifeguard-evaluator-{i}")
+        self.lanes = [Lane(WorkerProcess(p, settings.start_timeout, f"lifeguard-evaluator-{i}",
+                                         settings.nice)
                            if settings.isolation == "process" else ThreadBackend(p))
                       for i, p in enumerate(pinned)]
         self.scheduler = PassScheduler(
