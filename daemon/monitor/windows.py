@@ -103,7 +103,9 @@ class Rows:
         self.labels.pop(request_id, None)  # a re-attached label moves to the end: newest last
         self.labels[request_id] = (label, rating)
         self.label_seq += 1
-        if self.rows.maxlen and len(self.labels) > 2 * self.rows.maxlen:
+        # A frozen reference (no maxlen) is offered every label of its version too: without
+        # this bound its dict grew by each one, forever.
+        if len(self.labels) > 2 * (self.rows.maxlen or len(self.rows)) + 1000:
             self._prune_labels()
 
     def _prune_labels(self) -> None:
