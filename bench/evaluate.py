@@ -105,12 +105,14 @@ def timed(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def ingest_during_evaluation(events: int = 120_000) -> tuple[float, float, float]:
+def ingest_during_evaluation(events: int = 120_000, rounds: int = 3
+                             ) -> tuple[float, float, float]:
     """The daemon's ingest throughput (real broker, real Daemon: decode, windows, label join,
     metrics, commits) alone (passes off), beside an evaluator paced at a pass a second, and
     beside one that passes over a 10k window without pause. All three read the same topic;
     passes run where the daemon runs them by default (the evaluation worker process), which
-    is started and warmed up before ingest begins in every case, so only the passes differ."""
+    is started and warmed up before ingest begins in every case, so only the passes differ.
+    The three run interleaved ``rounds`` times (a shared machine's load drifts); medians count."""
     import random
 
     from daemon.app import Daemon
@@ -178,9 +180,11 @@ def ingest_during_evaluation(events: int = 120_000) -> tuple[float, float, float
         producer = make_producer(broker.bootstrap)
         produce(producer, "inference", encoded(records()))
         producer.close()
-        alone = rate(broker, "bench-alone", evaluate=None)
-        paced = rate(broker, "bench-paced", evaluate="paced")
-        saturated = rate(broker, "bench-saturated", evaluate="saturated")
+        runs: dict[str | None, list[float]] = {None: [], "paced": [], "saturated": []}
+        for i in range(rounds):
+            for mode, found in runs.items():
+                found.append(rate(broker, f"bench-{mode or 'alone'}-{i}", evaluate=mode))
+        alone, paced, saturated = (statistics.median(v) for v in runs.values())
     return alone, paced, saturated
 
 
@@ -193,6 +197,8 @@ def main() -> None:
                         help="do not measure ingest throughput during evaluations")
     parser.add_argument("--events", type=int, default=120_000,
                         help="events each ingest measurement reads")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds of the three ingest measurements")
     parser.add_argument("--encoder", action="store_true",
                         help="also time the MiniLM encoder (per 1k texts, and per event batch)")
     args = parser.parse_args()
@@ -235,7 +241,8 @@ def main() -> None:
               f"= {ms / results[10_000][1]:.0f}x raw")
     if args.encoder:
         encoder_cost(rng)
-    ingest = None if args.skip_ingest else ingest_during_evaluation(args.events)
+    ingest = None if args.skip_ingest else ingest_during_evaluation(args.events,
+                                                                          args.rounds)
     lg, rw = results[10_000]
     print(f"evaluate ratio {lg / rw:.2f} at 10k rows (lifeguard {lg:.1f} ms, raw {rw:.1f} ms)")
     if ingest is not None:
