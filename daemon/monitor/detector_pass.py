@@ -53,12 +53,14 @@ class ModelSpec:
 @dataclass(frozen=True, slots=True)
 class PassOutcome:
     """One version's pass: its evaluation, or the error that stopped it; ``seconds`` of wall
-    time on the evaluation side."""
+    time and ``cpu_seconds`` of CPU time on the evaluation side (the second does not count
+    waiting for a core on a busy machine)."""
 
     version: str
     evaluation: Evaluation | None
     error: str | None
     seconds: float
+    cpu_seconds: float = 0.0
 
 
 def encoder_factory(path: Path | None) -> Callable[[], Encoder]:
@@ -171,11 +173,12 @@ class PassEngine:
         self.forget(delta.model, delta.live)
         out = []
         for version in delta.versions:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             try:
                 evaluation = self._evaluate(model, version, delta.offset)
                 out.append(PassOutcome(version.version, evaluation, None,
-                                       time.perf_counter() - started))
+                                       time.perf_counter() - started,
+                                       time.thread_time() - cpu))
             except Exception:
                 # The state of a version that failed midway is dropped: the ingest side sends
                 # it again in full next time.

@@ -110,12 +110,14 @@ class Evaluator:
                                   "Wall time of one model version's detector pass.", ["model"],
                                   buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                                            10, 30), registry=registry)
+        self.cpu = Counter("lifeguard_evaluation_cpu_seconds",
+                           "CPU time of the thread that ran each detector pass (in the "
+                           "worker process, or the daemon's lane thread), by model.", ["model"], registry=registry)
         registry.register(_ResultCollector(self))
 
     # -- lifetime ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._closing = False
         self.scheduler.start()
         if self.settings.isolation == "thread":  # import Evidently now, not in a pass
             from daemon.monitor.detector_pass import warm_up
@@ -184,6 +186,8 @@ class Evaluator:
             return []
         lane = self.lanes[self.lane_of[name]]
         with lane.lock:
+            if self._closing:
+                return []  # stopping: start no worker
             for _ in range(self.settings.retries + 1):
                 with self._forget_lock:
                     forget, lane.forget = lane.forget, {}
@@ -223,6 +227,7 @@ class Evaluator:
                           outcome.error)
                 continue
             self.duration.labels(name).observe(outcome.seconds)
+            self.cpu.labels(name).inc(outcome.cpu_seconds)
             self.passes.labels(name, "breach" if evaluation.breached else "ok").inc()
             with self.lock:
                 self.latest[(name, evaluation.model_version)] = evaluation
