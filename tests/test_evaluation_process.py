@@ -55,7 +55,7 @@ def test_process_and_thread_passes_give_the_same_evaluations() -> None:
 @pytest.mark.slow
 @pytest.mark.integration
 def test_a_killed_or_hung_worker_is_counted_and_retried_while_ingest_goes_on() -> None:
-    settings = {"isolation": "process", "pass_timeout": 5, "retries": 1}
+    settings = {"isolation": "process", "pass_timeout": 6, "retries": 1, "nice": 0}
     with Harness(settings, **SMALL) as harness:
         evaluator = harness.monitoring.evaluator
         worker = evaluator.lanes[0].backend
