@@ -105,7 +105,7 @@ def timed(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def ingest_during_evaluation(events: int = 120_000, rounds: int = 3
+def ingest_during_evaluation(events: int = 120_000, rounds: int = 3, nice: int = 10
                              ) -> tuple[float, float, float]:
     """The daemon's ingest throughput (real broker, real Daemon: decode, windows, label join,
     metrics, commits) alone (passes off), beside an evaluator paced at a pass a second, and
@@ -150,7 +150,7 @@ def ingest_during_evaluation(events: int = 120_000, rounds: int = 3
             "kafka": {"bootstrap_servers": [broker.bootstrap], "group_id": group,
                       "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
             "api": {"port": 0}, "state": {"path": f"var/bench-evaluate/{group}.db"},
-            "models": [model]}))
+            "evaluation": {"nice": nice}, "models": [model]}))
         evaluator = daemon.monitoring.evaluator
         for lane in evaluator.lanes:
             lane.backend.ensure()  # imports and warm-up are not part of any measurement
@@ -168,8 +168,11 @@ def ingest_during_evaluation(events: int = 120_000, rounds: int = 3
                     elapsed = time.perf_counter() - start
                     done = sum(s.value for m in passes.collect() for s in m.samples
                                if s.name.endswith("_total"))
+                    cpu = sum(s.value for m in evaluator.cpu.collect() for s in m.samples
+                              if s.name.endswith("_total"))
                     print(f"  ingest, evaluation {evaluate or 'off'}: "
-                          f"{events / elapsed:,.0f} ev/s, {done:.0f} passes")
+                          f"{events / elapsed:,.0f} ev/s, {done:.0f} passes "
+                          f"({cpu:.1f} s of worker CPU in {elapsed:.1f} s)")
                     return events / elapsed
                 time.sleep(0.005)
         finally:
@@ -197,6 +200,8 @@ def main() -> None:
                         help="do not measure ingest throughput during evaluations")
     parser.add_argument("--events", type=int, default=120_000,
                         help="events each ingest measurement reads")
+    parser.add_argument("--nice", type=int, default=10,
+                        help="evaluation.nice of the worker (the daemon's default: 10)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds of the three ingest measurements")
     parser.add_argument("--encoder", action="store_true",
@@ -242,7 +247,7 @@ def main() -> None:
     if args.encoder:
         encoder_cost(rng)
     ingest = None if args.skip_ingest else ingest_during_evaluation(args.events,
-                                                                          args.rounds)
+                                                                          args.rounds, args.nice)
     lg, rw = results[10_000]
     print(f"evaluate ratio {lg / rw:.2f} at 10k rows (lifeguard {lg:.1f} ms, raw {rw:.1f} ms)")
     if ingest is not None:
