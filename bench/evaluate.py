@@ -191,6 +191,55 @@ def ingest_during_evaluation(events: int = 120_000, rounds: int = 3, nice: int =
     return alone, paced, saturated
 
 
+def ingest_side_cost(new: int = 2000, rounds: int = 5) -> str:
+    """What a pass costs the ingest process itself (CPU of the thread that cuts the delta and
+    sends it, as the saturated evaluator does after every ``new`` events on a 10k window),
+    against the CPU of applying those events: a figure a busy shared machine cannot blur."""
+    import pickle
+    import random
+
+    from daemon.events import decode
+    from daemon.ingest.batch import PartitionBatch
+    from daemon.monitor.config import LabelJoinConfig, ReferenceConfig, WindowConfig
+    from daemon.monitor.window_store import WindowStore
+    from daemon.monitor.windows import MonitoringSettings
+    from harness.traffic import encoded, feedback_record, inference_record
+
+    settings = MonitoringSettings(WindowConfig(size=10_000), ReferenceConfig(first_n=5000),
+                                  LabelJoinConfig())
+    store = WindowStore(lambda name: settings, settings)
+    rng = random.Random(5)
+    offset = 0
+
+    def apply(n: int) -> float:
+        nonlocal offset
+        records = []
+        for _ in range(n):
+            record = inference_record(rng, ts_ms=1_764_000_000_000 + offset)
+            records += [record, feedback_record(str(record["request_id"]), "sentiment",
+                                                "positive", 1_764_000_000_000 + offset)]
+            offset += 1
+        values = [value for _, value in encoded(records)]
+        start = time.thread_time()
+        store.apply(PartitionBatch("t", 0, [decode(v) for v in values], offset, offset))
+        return time.thread_time() - start
+
+    apply(15_000)
+    windows = store.get("sentiment")
+    assert windows is not None
+    cursors: dict = {}
+    pickle.dumps(windows.pass_delta(5000, cursors), protocol=5)  # the first one sends all
+    cut, applied = [], []
+    for _ in range(rounds):
+        applied.append(apply(new))
+        start = time.thread_time()
+        pickle.dumps(windows.pass_delta(5000, cursors), protocol=5)
+        cut.append(time.thread_time() - start)
+    c, a = statistics.median(cut) * 1000, statistics.median(applied) * 1000
+    return (f"  ingest-process CPU per saturated pass: {c:.1f} ms to cut and pickle the delta "
+            f"of {new:,} events, {a:.0f} ms to decode and apply them ({c / a:.1%})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
@@ -251,6 +300,7 @@ def main() -> None:
     lg, rw = results[10_000]
     print(f"evaluate ratio {lg / rw:.2f} at 10k rows (lifeguard {lg:.1f} ms, raw {rw:.1f} ms)")
     if ingest is not None:
+        print(ingest_side_cost())
         alone, paced, saturated = ingest
         print(f"  load average while measuring: {os.getloadavg()[0]:.1f} "
               f"on {len(os.sched_getaffinity(0))} cores")

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from daemon.events import FeedbackEvent, InferenceEvent, Output
 from daemon.ingest.batch import PartitionBatch
 from daemon.monitor.config import LabelJoinConfig, ReferenceConfig, WindowConfig
+from daemon.monitor.deltas import unpack_columns, unpack_labels
 from daemon.monitor.window_store import WindowStore, register
 from daemon.monitor.windows import MonitoringSettings
 
@@ -147,8 +148,8 @@ def test_pass_delta_cuts_versions_with_enough_rows_and_sends_only_what_changed()
     assert again is not None
     second = again.versions[0]
     assert not second.reset and second.reference is None and second.length == 100
-    assert second.rows.request_id == [f"r{i}" for i in range(100, 130)]
-    assert second.labels == [("r110", ("negative", None))] and not second.labels_reset
+    assert unpack_columns(second.rows).request_id == [f"r{i}" for i in range(100, 130)]
+    assert unpack_labels(second.labels) == [("r110", ("negative", None))]
     # A backend that lost its copy (cursors cleared) gets everything again.
     fresh = windows.pass_delta(min_events=30, cursors={})
     assert fresh is not None and fresh.versions[0].reset and len(fresh.versions[0].rows) == 100

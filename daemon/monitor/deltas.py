@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+import msgspec
 import numpy as np
 import pandas as pd
 
@@ -26,44 +27,75 @@ class Cursor:
     serial: int = -1  # which Rows object the copy follows; another one means start over
     appended: int = 0  # rows appended to it when the copy was last fed
     label_seq: int = 0
-    label_epoch: int = -1
     reference_size: int = 0  # 0: no reference sent yet
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
 
 
 @dataclass(frozen=True, slots=True)
 class RowBatch:
-    """Window rows as columns: numbers as float64/int64 arrays, the rest as lists. Flat
-    features keep only the names the window's config keeps (all a frame reads)."""
+    """Window rows, encoded once on the ingest side: the text columns as msgpack lists, the
+    numbers as raw float64/int64 buffers (3x cheaper than pickling the columns: this runs on
+    the ingest process's interpreter lock). Flat features keep only the names the window's
+    config keeps (all a frame reads)."""
 
-    ts: np.ndarray
+    size: int
+    payload: bytes
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class RowColumns(NamedTuple):
     request_id: list[str]
-    latency_ms: np.ndarray
     status: list[str]
     input_text: list[str | None]
     features: dict[str, list[Any]] | None  # None: no row had features
     prediction: list[Any]
-    score: np.ndarray  # NaN for no score (the frame reads None as NaN too)
     output_text: list[str | None]
+    ts: np.ndarray
+    latency_ms: np.ndarray
+    score: np.ndarray  # NaN for no score (the frame reads None as NaN too)
     offset: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.request_id)
 
 
 def pack_rows(rows: Sequence[tuple[Any, ...]], features: Sequence[str]) -> RowBatch:
-    if not rows:
-        empty = np.empty(0, np.float64)
-        return RowBatch(empty, [], empty, [], [], None, [], empty, [], np.empty(0, np.int64))
+    """``rows`` are ``WindowRow`` tuples (ts, request_id, latency_ms, status, input_text,
+    features, prediction, score, output_text, offset)."""
+    n = len(rows)
+    if not n:
+        return RowBatch(0, b"")
     c = list(zip(*rows, strict=True))  # transposed in C
     flat = c[5]
     packed = None
     if any(f is not None for f in flat):
         packed = {name: [None if f is None else f.get(name) for f in flat] for name in features}
-    return RowBatch(
-        np.asarray(c[0], np.float64), list(c[1]), np.asarray(c[2], np.float64), list(c[3]),
-        list(c[4]), packed, list(c[6]),
-        np.asarray([np.nan if v is None else v for v in c[7]], np.float64),
-        list(c[8]), np.asarray(c[9], np.int64))
+    score = np.asarray([np.nan if v is None else v for v in c[7]], np.float64)
+    return RowBatch(n, _encoder.encode((
+        c[1], c[3], c[4], packed, c[6], c[8],
+        np.fromiter(c[0], np.float64, n).data, np.fromiter(c[2], np.float64, n).data,
+        score.data, np.fromiter(c[9], np.int64, n).data)))
+
+
+def unpack_columns(batch: RowBatch) -> RowColumns:
+    if not batch.size:
+        empty = np.empty(0, np.float64)
+        return RowColumns([], [], [], None, [], [], empty, empty, empty, np.empty(0, np.int64))
+    rid, status, text, flat, prediction, output, ts, latency, score, offset = \
+        _decoder.decode(batch.payload)
+    return RowColumns(rid, status, text, flat, prediction, output,
+                      np.frombuffer(ts, np.float64), np.frombuffer(latency, np.float64),
+                      np.frombuffer(score, np.float64), np.frombuffer(offset, np.int64))
+
+
+def pack_labels(items: Sequence[LabelItem]) -> bytes:
+    return _encoder.encode(items)
+
+
+def unpack_labels(payload: bytes) -> list[LabelItem]:
+    return [(rid, (label, rating)) for rid, (label, rating) in _decoder.decode(payload)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +103,7 @@ class ReferenceRows:
     """A frozen reference, sent once per version: its rows and the labels joined so far."""
 
     rows: RowBatch
-    labels: list[LabelItem]
+    labels: bytes  # pack_labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +112,9 @@ class VersionDelta:
 
     version: str
     rows: RowBatch  # rows appended since the cursor (every row when ``reset``)
-    reset: bool
+    reset: bool  # the copy starts over: rows and labels
     length: int  # rows in the window now: the copy keeps its newest ``length``
-    labels: list[LabelItem]  # labels attached since the cursor (every label when reset)
-    labels_reset: bool
+    labels: bytes  # pack_labels: attached since the cursor (every label when reset)
     reference: ReferenceRows | pd.DataFrame | None  # None: the backend holds it already
     reference_size: int
 

@@ -112,7 +112,8 @@ class Evaluator:
                                            10, 30), registry=registry)
         self.cpu = Counter("lifeguard_evaluation_cpu_seconds",
                            "CPU time of the thread that ran each detector pass (in the "
-                           "worker process, or the daemon's lane thread), by model.", ["model"], registry=registry)
+                           "worker process, or the daemon's lane thread), by model.",
+                           ["model"], registry=registry)
         registry.register(_ResultCollector(self))
 
     # -- lifetime ---------------------------------------------------------------------------

@@ -6,23 +6,31 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from daemon.monitor.deltas import ReferenceRows, RowBatch, VersionDelta
+from daemon.monitor.deltas import (
+    ReferenceRows,
+    RowBatch,
+    VersionDelta,
+    unpack_columns,
+    unpack_labels,
+)
 from daemon.monitor.windows import Joined, RowsSnapshot, WindowRow
 
 
 def unpack_rows(batch: RowBatch) -> list[WindowRow]:
+    c = unpack_columns(batch)
     n = len(batch)
-    if batch.features is None:
+    if c.features is None:
         flat: list[dict[str, Any] | None] = [None] * n
-    else:
-        names = list(batch.features)
+    elif c.features:
+        names = list(c.features)
         flat = [dict(zip(names, values, strict=True))
-                for values in zip(*batch.features.values(), strict=True)] if names \
-            else [{} for _ in range(n)]
+                for values in zip(*c.features.values(), strict=True)]
+    else:
+        flat = [{} for _ in range(n)]
+    scores = [None if v != v else v for v in c.score.tolist()]  # NaN: no score
     return list(map(WindowRow._make, zip(
-        batch.ts.tolist(), batch.request_id, batch.latency_ms.tolist(), batch.status,
-        batch.input_text, flat, batch.prediction, batch.score.tolist(), batch.output_text,
-        batch.offset.tolist(), strict=True)))
+        c.ts.tolist(), c.request_id, c.latency_ms.tolist(), c.status, c.input_text, flat,
+        c.prediction, scores, c.output_text, c.offset.tolist(), strict=True)))
 
 
 class WindowCopy:
@@ -39,10 +47,11 @@ class WindowCopy:
         rows.extend(unpack_rows(delta.rows))
         while len(rows) > delta.length:
             rows.popleft()
-        if delta.labels_reset:
-            self.labels = dict(delta.labels)
+        labels = unpack_labels(delta.labels)
+        if delta.reset:
+            self.labels = dict(labels)
         else:
-            self.labels.update(delta.labels)
+            self.labels.update(labels)
         if len(self.labels) > 2 * len(rows) + 1000:
             live = {row.request_id for row in rows}
             self.labels = {rid: v for rid, v in self.labels.items() if rid in live}
@@ -53,4 +62,4 @@ class WindowCopy:
 
 
 def reference_snapshot(reference: ReferenceRows) -> RowsSnapshot:
-    return RowsSnapshot(unpack_rows(reference.rows), dict(reference.labels))
+    return RowsSnapshot(unpack_rows(reference.rows), dict(unpack_labels(reference.labels)))

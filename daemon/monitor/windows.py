@@ -23,7 +23,14 @@ import detectors.columns as col
 from daemon.events import FeedbackEvent, InferenceEvent
 from daemon.ingest.batch import TopicPartitionId
 from daemon.monitor.config import LabelJoinConfig, ReferenceConfig, WindowConfig
-from daemon.monitor.deltas import Cursor, PassDelta, ReferenceRows, VersionDelta, pack_rows
+from daemon.monitor.deltas import (
+    Cursor,
+    PassDelta,
+    ReferenceRows,
+    VersionDelta,
+    pack_labels,
+    pack_rows,
+)
 from daemon.monitor.labels import LabelJoin
 
 
@@ -73,8 +80,8 @@ _serials = itertools.count()
 
 class Rows:
     """A bounded deque of rows with the labels joined to them. The counters let an evaluation
-    backend be sent only what changed: rows appended, labels attached (``labels`` keeps them
-    in attach order), and an epoch that moves when labels are pruned."""
+    backend be sent only what changed: rows appended, and labels attached (``labels`` keeps
+    them in attach order, so the newest are its last items)."""
 
     def __init__(self, size: int | None) -> None:
         self.rows: deque[WindowRow] = deque(maxlen=size)
@@ -83,7 +90,6 @@ class Rows:
         self.aged_out = 0
         self.serial = next(_serials)
         self.label_seq = 0
-        self.label_epoch = 0
 
     def append(self, row: WindowRow) -> None:
         self.rows.append(row)
@@ -110,8 +116,9 @@ class Rows:
 
     def _prune_labels(self) -> None:
         live = {row.request_id for row in self.rows}
+        # Order survives, so the newest labels stay last: a delta's "last k" still holds
+        # every new label that matters (one for a row gone from the window may not).
         self.labels = {rid: v for rid, v in self.labels.items() if rid in live}
-        self.label_epoch += 1
 
     def snapshot(self) -> RowsSnapshot:
         """Rows and labels as they are now: cheap copies, taken under the model's lock."""
@@ -120,18 +127,17 @@ class Rows:
     def frame(self, features: Sequence[str]) -> pd.DataFrame:
         return self.snapshot().frame(features)
 
-    def delta(self, cursor: Cursor) -> tuple[list[WindowRow], bool, list[tuple[str, Joined]], bool]:
+    def delta(self, cursor: Cursor) -> tuple[list[WindowRow], bool, list[tuple[str, Joined]]]:
         """Rows and labels added since ``cursor`` (everything when the cursor follows another
         window, or is too far behind), and advances the cursor. O(what changed)."""
         new = self.appended - cursor.appended
         reset = cursor.serial != self.serial or new > len(self.rows) or new < 0
         rows = list(self.rows) if reset else _newest(self.rows, new)
-        labels_reset = reset or cursor.label_epoch != self.label_epoch
-        labels = (list(self.labels.items()) if labels_reset
+        labels = (list(self.labels.items()) if reset
                   else _newest(self.labels.items(), self.label_seq - cursor.label_seq))
-        cursor.serial, cursor.appended = self.serial, self.appended
-        cursor.label_seq, cursor.label_epoch = self.label_seq, self.label_epoch
-        return rows, reset, labels, labels_reset
+        cursor.serial, cursor.appended, cursor.label_seq = (self.serial, self.appended,
+                                                            self.label_seq)
+        return rows, reset, labels
 
 
 def _newest(items: Any, n: int) -> list[Any]:
@@ -289,12 +295,12 @@ class ModelWindows:
                     size = len(ref_rows.rows)
                     if fresh or cursor.reference_size != size:
                         reference = ReferenceRows(pack_rows(ref_rows.rows, features),
-                                                  list(ref_rows.labels.items()))
+                                                  pack_labels(list(ref_rows.labels.items())))
                 cursors[version] = cursor
-                new, reset, labels, labels_reset = rows.delta(cursor)
+                new, reset, labels = rows.delta(cursor)
                 cursor.reference_size = size
                 versions.append(VersionDelta(version, pack_rows(new, features), reset,
-                                             len(rows.rows), labels, labels_reset, reference,
+                                             len(rows.rows), pack_labels(labels), reference,
                                              size))
             return PassDelta(self.name, versions, self.last_offset, set(self.current))
 
