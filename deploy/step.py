@@ -50,7 +50,7 @@ class DeployResult:
 def deploy(request: DeployRequest, fleet_config: FleetConfig, state_path: Path,
            judge: Judge | None = None) -> DeployResult:
     """Publish and roll out; returns ``outcome="rolled_back"`` when the canary failed (the old
-    version then serves). Raises TamperedVersionError (permanent) for a version whose files do
+    version then serves). Raises IntegrityError (permanent) for a version whose files do
     not match their sums, ReplicaUnavailableError (retryable) when no replica answers."""
     repository = ModelRepository(fleet_config.repository)
     store = RolloutStore(state_path)

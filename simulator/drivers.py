@@ -4,14 +4,16 @@ Also the Kafka side of labels: FeedbackEvents, key = model name."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from daemon.events import FeedbackEvent, InferenceEvent, Output, encode
+from lifeguard.config import StrictModel
 from simulator.corpus import BASE_DOMAIN, LABELS
 from simulator.errors import RequestFailedError
 
@@ -25,12 +27,10 @@ TEXT_PATH = "/v2/models/{model}/text"  # deploy.replica's plain-text endpoint
 REQUEST_ID_HEADER = "x-request-id"
 
 
-class SyntheticModel(BaseModel):
+class SyntheticModel(StrictModel):
     """Direct mode's stand-in for a served model: right with ``accuracy[domain]`` (or
     ``default_accuracy`` for domains it was not trained on); from ``recover_at_s`` on, version
     ``recovered_version`` answers the new concept with ``recovered_accuracy``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     accuracy: dict[str, float] = Field(default_factory=lambda: {BASE_DOMAIN: 0.92})
     default_accuracy: float = Field(default=0.6, ge=0, le=1)
@@ -44,10 +44,8 @@ class SyntheticModel(BaseModel):
                           description="replica names written in events: sim-0..")
 
 
-class DirectConfig(BaseModel):
+class DirectConfig(StrictModel):
     """Write InferenceEvents straight to Kafka (no model, no replicas)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: Literal["direct"] = "direct"
     kafka: str = Field(min_length=1, description="bootstrap servers HOST:PORT[,HOST:PORT]")
@@ -57,11 +55,9 @@ class DirectConfig(BaseModel):
                                      description="give up on the broker after")
 
 
-class ReplicaConfig(BaseModel):
+class ReplicaConfig(StrictModel):
     """Send each request to a replica's text endpoint, round-robin; ``kafka`` (optional) is
     where the labels go — the replicas write the InferenceEvents themselves."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: Literal["replica"] = "replica"
     urls: list[str] = Field(min_length=1)
@@ -94,12 +90,34 @@ class Driver(Protocol):
     async def close(self) -> None: ...
 
 
+DELIVERY_TIMEOUT_MS = 5_000  # a record not acknowledged by then fails (and is counted)
+
+
 def make_producer(bootstrap: str, connect_timeout_s: float = 10.0) -> KafkaProducer:
     from kafka import KafkaProducer
 
+    # A bounded delivery time, so that flushing at close ends even when the broker went away
+    # first; kafka-python's default (two minutes) outlived every Ctrl-C.
     return KafkaProducer(bootstrap_servers=bootstrap.split(","), linger_ms=5, acks=1,
-                         retries=5, max_block_ms=10_000,
+                         retries=5, max_block_ms=10_000, request_timeout_ms=3_000,
+                         delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
                          bootstrap_timeout_ms=int(connect_timeout_s * 1000))
+
+
+def close_producer(producer: KafkaProducer, timeout_s: float) -> bool:
+    """Flush for at most ``timeout_s``, then close. False when records were still pending: they
+    fail through their errbacks, which count them as dropped. Closing here also drops
+    kafka-python's atexit hook, which would otherwise block on a dead broker at exit."""
+    from kafka.errors import KafkaTimeoutError
+
+    try:
+        producer.flush(timeout=timeout_s)
+        producer.close(timeout=1.0)
+        return True
+    except KafkaTimeoutError:
+        with contextlib.suppress(KafkaTimeoutError):
+            producer.close(timeout=0)
+        return False
 
 
 class DirectDriver:

@@ -73,14 +73,31 @@ def test_pick_prefers_the_model_evaluated_least_recently() -> None:
 def test_lag_counts_from_when_the_pass_became_due() -> None:
     clock = Clock()
     scheduler = PassScheduler(lambda name: None, {"a": (0.0, 0), "b": (30.0, 0)}, 1, clock)
-    slots = scheduler.slots
-    slots["b"].next_at = 130.0  # as start() sets it: due every 30 s
     assert scheduler.lag() == {"a": 0.0, "b": 0.0}
     scheduler.request("a")
     clock.now = 104.0
     assert scheduler.lag()["a"] == 4.0
-    clock.now = 137.5  # b's interval came due at 130 and nothing served it
+    clock.now = 130.0
+    scheduler.request("b")  # what b's interval job does at its tick
+    clock.now = 137.5  # and nothing served it
     assert scheduler.lag() == {"a": 37.5, "b": 7.5}
+    scheduler.request("b")  # the next tick while still due: one pass, due since the first
+    assert scheduler.lag()["b"] == 7.5
+
+
+def test_apscheduler_interval_jobs_make_models_due_and_the_lane_runs_them() -> None:
+    ran: list[str] = []
+    scheduler = PassScheduler(ran.append, {"every": (0.2, 0), "asked": (0.0, 0)}, 1)
+    scheduler.start()
+    try:
+        assert scheduler.intervals is not None
+        assert {job.id for job in scheduler.intervals.get_jobs()} == {"evaluate:every"}
+        time.sleep(1.1)
+    finally:
+        scheduler.stop()
+    assert scheduler.intervals is None
+    assert 3 <= ran.count("every") <= 6, ran
+    assert "asked" not in ran  # no interval: only when asked
 
 
 def test_lag_gauge_rises_while_a_pass_waits_and_falls_once_served() -> None:

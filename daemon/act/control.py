@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from daemon.act.api import create_router
 from daemon.act.policy import PathProvider, PolicyEngine, TriggerDecision
@@ -18,8 +18,18 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
+    from prometheus_client import CollectorRegistry
 
+    from actions.contract import WorkerSettings
     from daemon.config import DaemonConfig
+    from daemon.monitor.config import ReferenceConfig
+
+
+def describe_reference(reference: ReferenceConfig) -> dict[str, Any]:
+    """What a model's current windows are compared against, for the evidence of a run."""
+    if reference.path is not None:
+        return {"kind": "file", "path": str(reference.path)}
+    return {"kind": "first_n", "first_n": reference.first_n}
 
 
 class ControlPlane:
@@ -38,8 +48,9 @@ class ControlPlane:
         champion_provider: PathProvider | None = None,
         deployed_version: Callable[[str], str | None] | None = None,
         owns: Callable[[str], bool] | None = None,
-        step_registry: Mapping[str, str] | None = None,
+        worker_settings: WorkerSettings | None = None,
         worker_env: Mapping[str, str] | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         settings = config.policy_settings()
         self.store = store
@@ -48,11 +59,12 @@ class ControlPlane:
         work_root = (Path(settings.runner.work_dir) if settings.runner.work_dir
                      else Path(config.state.path).parent / "runs")
         self.runner = Runner(store, work_root, settings.runner.max_concurrent_runs,
-                             settings.runner.poll_interval, step_registry, worker_env,
-                             owns=owns)
+                             settings.runner.poll_interval, worker_settings, worker_env,
+                             owns=owns, registry=registry)
         self.router: APIRouter = create_router(
             store, self.engine, config.api.resolved_token(), settings.alerts,
             on_change=self.runner.wake, deployed_version=deployed_version,
+            references={m.name: describe_reference(m.reference) for m in config.models},
         )
 
     def on_evaluation(self, evaluation: Evaluation) -> TriggerDecision:

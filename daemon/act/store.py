@@ -4,7 +4,7 @@ alerts seen and model pauses, in one SQLite file (WAL, versioned schema).
 Safe from many threads (one connection per thread) and many processes (WAL + busy timeout +
 ``BEGIN IMMEDIATE`` for every write). Every state change writes its audit entry in the same
 transaction, so the log never disagrees with the state. The SQL is plain enough to move to
-PostgreSQL unchanged in spirit (scale-out, DESIGN.md).
+PostgreSQL unchanged in spirit (scale-out, docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -18,9 +18,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from daemon.act.breaches import (
+    BEGAN,
+    DEFAULT_REMINDER_S,
+    ENDED,
+    ONGOING,
+    breach_line,
+    current_episode,
+)
 from daemon.act.runs import ActionRun, AuditEntry, RunState, StepRecord, Transition
 from daemon.monitor.evaluation import Evaluation
 from detectors.result import DetectorResult, Verdict
+from lifeguard.errors import LifeguardError
 
 SCHEMA_VERSION = 1
 
@@ -62,15 +71,17 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 
 
-class StoreError(Exception):
+class StoreError(LifeguardError):
     """The state file cannot be used (e.g. written by a newer lifeguard)."""
 
 
 class StateStore:
     """The daemon's durable state. ``clock`` is injectable so tests can move time."""
 
-    def __init__(self, path: Path | str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path | str, clock: Callable[[], float] = time.time,
+                 breach_reminder_s: float = DEFAULT_REMINDER_S) -> None:
         self.path = Path(path)
+        self._breach_reminder_s = breach_reminder_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._local = threading.local()
@@ -175,12 +186,35 @@ class StateStore:
                  self._clock()),
             )
             inserted = cur.rowcount == 1
-            if inserted and evaluation.breached:
-                self._audit(conn, "evaluation.breached", "evaluator", evaluation.model, None, {
-                    "evaluation_id": evaluation.id, "model_version": evaluation.model_version,
-                    "breaches": [_result_to_json(r) for r in evaluation.breaches],
-                })
+            if inserted:
+                self._audit_breach(conn, evaluation)
         return inserted
+
+    def _audit_breach(self, conn: sqlite3.Connection, evaluation: Evaluation) -> None:
+        """A line when the version's breach begins or ends, and the odd reminder (breaches.py)."""
+        ev = evaluation
+        previous = conn.execute(
+            "SELECT breached FROM evaluations WHERE model = ? AND model_version = ? AND id != ?"
+            " AND (ts < ? OR (ts = ? AND window_end_offset < ?))"
+            " ORDER BY ts DESC, window_end_offset DESC LIMIT 1",
+            (ev.model, ev.model_version, ev.id, ev.ts, ev.ts, ev.window_end_offset)).fetchone()
+        # The model's newest episode lines, a canary's interleaved with the stable version's.
+        lines = conn.execute("SELECT ts, action, evidence FROM audit WHERE model = ? AND action"
+                             " IN (?, ?, ?) ORDER BY id DESC LIMIT 50",
+                             (ev.model, BEGAN, ONGOING, ENDED)).fetchall()
+        episode = current_episode([(r["ts"], r["action"], json.loads(r["evidence"]))
+                                   for r in lines], ev.model_version)
+        action = breach_line(None if previous is None else bool(previous["breached"]),
+                             ev.breached, episode, self._clock(), self._breach_reminder_s)
+        if action is None:
+            return
+        evidence: dict[str, Any] = {"evaluation_id": ev.id, "model_version": ev.model_version}
+        if action != BEGAN:
+            evidence |= {"began_at": episode.began_at,
+                         "began_evaluation_id": episode.began_evaluation_id}
+        if ev.breached:
+            evidence["breaches"] = [_result_to_json(r) for r in ev.breaches]
+        self._audit(conn, action, "evaluator", ev.model, None, evidence)
 
     def get_evaluation(self, evaluation_id: str) -> Evaluation | None:
         rows = self._read("SELECT * FROM evaluations WHERE id = ?", [evaluation_id])
@@ -289,9 +323,12 @@ class StateStore:
         return _run(rows[0]) if rows else None
 
     def list_runs(self, model: str | None = None, states: Iterable[RunState] | None = None,
-                  limit: int = 100) -> list[ActionRun]:
-        """Newest first."""
+                  limit: int = 100, id_prefix: str | None = None) -> list[ActionRun]:
+        """Newest first; ``id_prefix`` keeps the runs whose id starts with it (as git does)."""
         where, args = _filters(("model =", model))
+        if id_prefix is not None:  # not LIKE: no wildcards to escape, and case-sensitive
+            where = f"{where} AND substr(id, 1, ?) = ?" if where else " WHERE substr(id, 1, ?) = ?"
+            args = [*args, len(id_prefix), id_prefix]
         if states is not None:
             values = [s.value for s in states]
             clause = f"state IN ({','.join('?' * len(values))})" if values else "0"

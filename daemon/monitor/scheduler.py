@@ -1,9 +1,9 @@
-"""When each model's pass runs: due on its interval or when enough new events arrived, served
-least-recently-evaluated first by a few lanes, so a slow model never starves the others.
+"""When each model's pass runs: due on its interval (an APScheduler interval job per model) or
+when enough new events arrived, served least-recently-evaluated first by a few lanes.
 
 Each model is pinned to one lane (its evaluation worker holds that model's window copies);
-a lane runs one pass at a time. The lag of each model (seconds since a pass became due and
-was not yet served) is what /metrics shows.
+a lane runs one pass at a time, so a slow model never starves the others. The lag of each
+model (seconds since a pass became due and was not yet served) is what /metrics shows.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,6 @@ class Slot:
     name: str
     lane: int
     interval: float  # seconds between passes; 0: only when asked
-    next_at: float = math.inf  # when the interval makes it due next
     due_since: float | None = None  # a pass is due and not started since then
     serving_since: float | None = None  # the running pass was due since then
     last_started: float = -math.inf
@@ -35,7 +35,10 @@ class Slot:
 
 
 class PassScheduler:
-    """Lanes (threads) that call ``run(model)`` for due models, least recently started first."""
+    """Lanes (threads) that call ``run(model)`` for due models, least recently started first.
+    APScheduler's ``BackgroundScheduler`` keeps the intervals: its job only marks the model due
+    (``request``) and wakes the lanes, so a pass never runs on APScheduler's own threads, and
+    a pass still due when the next tick comes is one pass (coalesced), not two."""
 
     def __init__(self, run: Callable[[str], object], models: dict[str, tuple[float, int]],
                  lanes: int, clock: Callable[[], float] = time.monotonic) -> None:
@@ -47,13 +50,22 @@ class PassScheduler:
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._stopping = False
+        # The APScheduler BackgroundScheduler holding the interval jobs, while started.
+        self.intervals: Any = None
 
     def start(self) -> None:
-        now = self._clock()
+        from apscheduler.schedulers.background import BackgroundScheduler
+
         with self._cond:
             self._stopping = False
-            for slot in self.slots.values():
-                slot.next_at = now + slot.interval if slot.interval else math.inf
+        intervals = BackgroundScheduler(timezone="UTC")
+        for slot in self.slots.values():
+            if slot.interval:
+                intervals.add_job(self.request, "interval", seconds=slot.interval,
+                                  args=[slot.name], id=f"evaluate:{slot.name}",
+                                  max_instances=1, coalesce=True, misfire_grace_time=None)
+        intervals.start()
+        self.intervals = intervals
         self._threads = [threading.Thread(target=self._lane, args=(i,), daemon=True,
                                           name=f"evaluation-lane-{i}")
                          for i in range(self.lanes)]
@@ -61,6 +73,9 @@ class PassScheduler:
             thread.start()
 
     def stop(self) -> None:
+        if self.intervals is not None:
+            self.intervals.shutdown(wait=True)
+            self.intervals = None
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -69,7 +84,7 @@ class PassScheduler:
         self._threads = []
 
     def request(self, name: str) -> None:
-        """A pass of ``name`` is due now (enough new events arrived)."""
+        """A pass of ``name`` is due now: its interval came, or enough new events arrived."""
         with self._cond:
             slot = self.slots.get(name)
             if slot is not None and slot.due_since is None:
@@ -82,17 +97,11 @@ class PassScheduler:
         with self._cond:
             out = {}
             for slot in self.slots.values():
-                self._promote(slot, now)
                 since = [t for t in (slot.due_since, slot.serving_since) if t is not None]
                 out[slot.name] = max(0.0, now - min(since)) if since else 0.0
             return out
 
     # -- the lanes --------------------------------------------------------------------------
-
-    @staticmethod
-    def _promote(slot: Slot, now: float) -> None:
-        if slot.due_since is None and now >= slot.next_at:
-            slot.due_since = slot.next_at
 
     def pick(self, lane: int, now: float) -> Slot | None:
         """The due, idle model of ``lane`` evaluated least recently (caller holds the lock)."""
@@ -100,7 +109,6 @@ class PassScheduler:
         for slot in self.slots.values():
             if slot.lane != lane or slot.running:
                 continue
-            self._promote(slot, now)
             if slot.due_since is not None and (best is None
                                                or slot.last_started < best.last_started):
                 best = slot
@@ -116,13 +124,10 @@ class PassScheduler:
                     slot = self.pick(lane, now)
                     if slot is not None:
                         break
-                    upcoming = min((s.next_at for s in self.slots.values() if s.lane == lane),
-                                   default=math.inf)
-                    self._cond.wait(max(0.001, min(IDLE_WAIT_S, upcoming - now)))
+                    self._cond.wait(IDLE_WAIT_S)  # request() wakes it
                 slot.running = True
                 slot.serving_since, slot.due_since = slot.due_since, None
                 slot.last_started = now
-                slot.next_at = now + slot.interval if slot.interval else math.inf
             try:
                 self._run(slot.name)
             except Exception:

@@ -27,10 +27,14 @@ def unpack_rows(batch: RowBatch) -> list[WindowRow]:
                 for values in zip(*c.features.values(), strict=True)]
     else:
         flat = [{} for _ in range(n)]
-    scores = [None if v != v else v for v in c.score.tolist()]  # NaN: no score
     return list(map(WindowRow._make, zip(
         c.ts.tolist(), c.request_id, c.latency_ms.tolist(), c.status, c.input_text, flat,
-        c.prediction, scores, c.output_text, c.offset.tolist(), strict=True)))
+        c.prediction, _optional(c.score), c.output_text, c.offset.tolist(),
+        _optional(c.ttft_ms), c.tokens_out, c.finish_reason, c.messages, strict=True)))
+
+
+def _optional(values: Any) -> list[float | None]:
+    return [None if v != v else v for v in values.tolist()]  # NaN: none
 
 
 class WindowCopy:
@@ -47,7 +51,8 @@ class WindowCopy:
         rows.extend(unpack_rows(delta.rows))
         while len(rows) > delta.length:
             rows.popleft()
-        labels = unpack_labels(delta.labels)
+        # The ingest side sends a request's feedback whole (its parts already merged).
+        labels = [(rid, Joined(*joined)) for rid, joined in unpack_labels(delta.labels)]
         if delta.reset:
             self.labels = dict(labels)
         else:
@@ -62,4 +67,5 @@ class WindowCopy:
 
 
 def reference_snapshot(reference: ReferenceRows) -> RowsSnapshot:
-    return RowsSnapshot(unpack_rows(reference.rows), dict(unpack_labels(reference.labels)))
+    return RowsSnapshot(unpack_rows(reference.rows),
+                        {rid: Joined(*joined) for rid, joined in unpack_labels(reference.labels)})
