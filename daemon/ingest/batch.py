@@ -28,6 +28,15 @@ class PartitionBatch:
     replay: bool = False
 
 
+class RejectedEvents(Exception):
+    """Raised by a sink that applied every event of a batch except these (index in
+    ``batch.events`` -> why): ingest dead-letters them and must not apply the batch again."""
+
+    def __init__(self, failures: dict[int, str]) -> None:
+        super().__init__(f"{len(failures)} event(s) rejected")
+        self.failures = failures
+
+
 class EventSink(Protocol):
     """Something ingest applies batches to. ``apply`` must be quick: it runs on the consumer
     thread, between two polls."""
