@@ -149,7 +149,7 @@ def test_pass_delta_cuts_versions_with_enough_rows_and_sends_only_what_changed()
     second = again.versions[0]
     assert not second.reset and second.reference is None and second.length == 100
     assert unpack_columns(second.rows).request_id == [f"r{i}" for i in range(100, 130)]
-    assert unpack_labels(second.labels) == [("r110", ("negative", None))]
+    assert unpack_labels(second.labels) == [("r110", ("negative", None, None))]
     # A backend that lost its copy (cursors cleared) gets everything again.
     fresh = windows.pass_delta(min_events=30, cursors={})
     assert fresh is not None and fresh.versions[0].reset and len(fresh.versions[0].rows) == 100
@@ -234,3 +234,44 @@ def test_generator_rows_carry_prompt_output_timing_and_feedback_kinds_apart() ->
     row, joined = next((r, j) for r, j in windows.labelled_rows() if r.request_id == "c0")
     assert joined.reference == "Reset the X2." and joined.label is None
     assert row.messages is not None and len(row.messages) == 4
+
+
+def test_a_generators_rows_and_feedback_parts_reach_the_worker_copy_whole() -> None:
+    import pandas as pd
+
+    from daemon.events import ChatMessage
+    from daemon.monitor.window_copy import WindowCopy, reference_snapshot
+
+    settings = MonitoringSettings(WindowConfig(size=100, max_age=0), ReferenceConfig(first_n=10),
+                                  LabelJoinConfig())
+    store = WindowStore(lambda name: settings, settings, max_models=2)
+    _apply(store, [_chat(i, f"answer {i}", "length" if i == 1 else "stop") for i in range(12)] +
+           [FeedbackEvent(request_id="c0", ts=5000, model="m", reference="Reset the X2."),
+            FeedbackEvent(request_id="c2", ts=5000, model="m", label="billing")])
+    windows = store.get("m")
+    assert windows is not None
+    cursors: dict = {}
+    copy = WindowCopy()
+    cut = windows.pass_delta(min_events=10, cursors=cursors)
+    assert cut is not None and len(cut.versions) == 1
+    delta = cut.versions[0]
+    copy.apply(delta)
+    assert delta.reference is not None and not isinstance(delta.reference, pd.DataFrame)
+    reference = reference_snapshot(delta.reference)
+    assert reference.labels["c0"].reference == "Reset the X2."
+    # A rating for c0 after its reference: the next delta carries the merged feedback.
+    _apply(store, [_chat(12, "answer 12"),
+                   FeedbackEvent(request_id="c0", ts=6000, model="m", rating="down")])
+    again = windows.pass_delta(min_events=10, cursors=cursors)
+    assert again is not None and not again.versions[0].reset
+    copy.apply(again.versions[0])
+    theirs = copy.snapshot()
+    assert theirs.labels["c0"] == (None, "Reset the X2.", 0.0)
+    assert theirs.rows[0].messages == _chat(0, "answer 0").messages
+    assert all(isinstance(m, ChatMessage) for m in theirs.rows[0].messages or [])
+    features = settings.window.features
+    ours = windows.current_frame("1")
+    assert ours is not None
+    pd.testing.assert_frame_equal(theirs.frame(features), ours)
+    assert list(ours["finish_reason"]) == ["stop", "length", *["stop"] * 11]
+    assert list(ours["ttft_ms"]) == [80.0 + i for i in range(13)]
