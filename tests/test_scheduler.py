@@ -63,10 +63,10 @@ def test_pick_prefers_the_model_evaluated_least_recently() -> None:
     scheduler = PassScheduler(lambda name: None, {"a": (10.0, 0), "b": (10.0, 0)}, 1, clock)
     slots = scheduler.slots
     slots["a"].last_started, slots["b"].last_started = 50.0, 40.0
-    assert scheduler.pick(0, clock.now) is None  # nothing due yet
+    assert scheduler.pick(0) is None  # nothing due yet
     scheduler.request("a")
     scheduler.request("b")
-    picked = scheduler.pick(0, clock.now)
+    picked = scheduler.pick(0)
     assert picked is not None and picked.name == "b"
 
 

@@ -103,7 +103,7 @@ class PassScheduler:
 
     # -- the lanes --------------------------------------------------------------------------
 
-    def pick(self, lane: int, now: float) -> Slot | None:
+    def pick(self, lane: int) -> Slot | None:
         """The due, idle model of ``lane`` evaluated least recently (caller holds the lock)."""
         best = None
         for slot in self.slots.values():
@@ -120,9 +120,9 @@ class PassScheduler:
                 while True:
                     if self._stopping:
                         return
-                    now = self._clock()
-                    slot = self.pick(lane, now)
+                    slot = self.pick(lane)
                     if slot is not None:
+                        now = self._clock()
                         break
                     self._cond.wait(IDLE_WAIT_S)  # request() wakes it
                 slot.running = True
