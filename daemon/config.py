@@ -31,6 +31,7 @@ from daemon.act.config import (
 from daemon.ingest.config import KafkaConfig
 from daemon.monitor.config import (
     EvaluationConfig,
+    EvaluatorConfig,
     LabelJoinConfig,
     ReferenceConfig,
     WindowConfig,
@@ -155,6 +156,8 @@ class DaemonConfig(StrictModel):
     api: ApiConfig = ApiConfig()
     state: StateConfig = StateConfig()
     models: list[ModelConfig] = Field(default_factory=list)
+    evaluation: EvaluatorConfig = Field(
+        EvaluatorConfig(), description="Where detector passes run, for every model.")
     pipelines: dict[str, PipelineConfig] = Field(
         default_factory=dict, description="Named pipelines: ordered steps with params."
     )

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from daemon.assembly import build_monitoring
 from daemon.config import ConfigError, parse_config
+from daemon.monitor.detector_pass import build_engine
 
 
 def _model(name: str, **extra: object) -> dict[str, object]:
@@ -26,10 +27,11 @@ def test_report_dir_and_embedding_model_are_per_model(tmp_path: Path) -> None:
             _model("c", embedding_model=str(tmp_path / "encoder-a")),
         ]})
     monitoring = build_monitoring(config, CollectorRegistry(), [])
-    models = monitoring.evaluator.models
-    assert models["a"].report_dir == tmp_path / "reports-a"
-    assert models["b"].report_dir == tmp_path / "reports"  # beside the state file
-    # One encoder cache per encoder directory: a and c share one, b has its own.
+    specs = monitoring.evaluator.specs
+    assert specs["a"].report_dir == tmp_path / "reports-a"
+    assert specs["b"].report_dir == tmp_path / "reports"  # beside the state file
+    # Where passes run: one encoder cache per encoder directory, a and c share one.
+    models = build_engine(specs.values()).models
     assert models["a"].embeddings is models["c"].embeddings
     assert models["a"].embeddings is not models["b"].embeddings
 
@@ -37,7 +39,9 @@ def test_report_dir_and_embedding_model_are_per_model(tmp_path: Path) -> None:
 def test_the_detectors_judge_the_models_own_task() -> None:
     config = parse_config({"models": [{"name": "chat", "task": "causal-lm"}]})
     monitoring = build_monitoring(config, CollectorRegistry(), [])
-    assert monitoring.evaluator.models["chat"].suite.config.task == "causal-lm"
+    spec = monitoring.evaluator.specs["chat"]
+    assert spec.suite.task == "causal-lm"
+    assert build_engine([spec]).models["chat"].suite.config.task == "causal-lm"
     with pytest.raises(ConfigError, match=r"detectors\.task"):
         parse_config({"models": [{"name": "chat", "task": "causal-lm",
                                   "detectors": {"task": "sequence-classification"}}]})

@@ -8,6 +8,7 @@ names them. What falls out is counted. Callers read through the query API at the
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Sequence
@@ -22,6 +23,14 @@ import detectors.columns as col
 from daemon.events import ChatMessage, FeedbackEvent, InferenceEvent
 from daemon.ingest.batch import TopicPartitionId
 from daemon.monitor.config import LabelJoinConfig, ReferenceConfig, WindowConfig
+from daemon.monitor.deltas import (
+    Cursor,
+    PassDelta,
+    ReferenceRows,
+    VersionDelta,
+    pack_labels,
+    pack_rows,
+)
 from daemon.monitor.labels import LabelJoin
 
 
@@ -79,14 +88,21 @@ def row_of(event: InferenceEvent, offset: int) -> WindowRow:
                      event.tokens_out, output.finish_reason, event.messages)
 
 
+_serials = itertools.count()
+
+
 class Rows:
-    """A bounded deque of rows with the labels joined to them."""
+    """A bounded deque of rows with the labels joined to them. The counters let an evaluation
+    backend be sent only what changed: rows appended, and labels attached (``labels`` keeps
+    them in attach order, so the newest are its last items)."""
 
     def __init__(self, size: int | None) -> None:
         self.rows: deque[WindowRow] = deque(maxlen=size)
         self.labels: dict[str, Joined] = {}
         self.appended = 0
         self.aged_out = 0
+        self.serial = next(_serials)
+        self.label_seq = 0
 
     def append(self, row: WindowRow) -> None:
         self.rows.append(row)
@@ -104,17 +120,23 @@ class Rows:
 
     def attach(self, request_id: str, feedback: Joined) -> None:
         """Join feedback to a row; a later part (a reference after a rating) fills in what
-        the earlier one left empty."""
-        old = self.labels.get(request_id)
+        the earlier one left empty. The merged feedback moves to the end (newest last), so a
+        delta's newest labels carry it whole."""
+        old = self.labels.pop(request_id, None)
         if old is not None:
             feedback = Joined(*(o if o is not None else n
                                 for o, n in zip(old, feedback, strict=True)))
         self.labels[request_id] = feedback
-        if self.rows.maxlen and len(self.labels) > 2 * self.rows.maxlen:
+        self.label_seq += 1
+        # A frozen reference (no maxlen) is offered every label of its version too: without
+        # this bound its dict grew by each one, forever.
+        if len(self.labels) > 2 * (self.rows.maxlen or len(self.rows)) + 1000:
             self._prune_labels()
 
     def _prune_labels(self) -> None:
         live = {row.request_id for row in self.rows}
+        # Order survives, so the newest labels stay last: a delta's "last k" still holds
+        # every new label that matters (one for a row gone from the window may not).
         self.labels = {rid: v for rid, v in self.labels.items() if rid in live}
 
     def snapshot(self) -> RowsSnapshot:
@@ -123,6 +145,27 @@ class Rows:
 
     def frame(self, features: Sequence[str]) -> pd.DataFrame:
         return self.snapshot().frame(features)
+
+    def delta(self, cursor: Cursor) -> tuple[list[WindowRow], bool, list[tuple[str, Joined]]]:
+        """Rows and labels added since ``cursor`` (everything when the cursor follows another
+        window, or is too far behind), and advances the cursor. O(what changed)."""
+        new = self.appended - cursor.appended
+        reset = cursor.serial != self.serial or new > len(self.rows) or new < 0
+        rows = list(self.rows) if reset else _newest(self.rows, new)
+        labels = (list(self.labels.items()) if reset
+                  else _newest(self.labels.items(), self.label_seq - cursor.label_seq))
+        cursor.serial, cursor.appended, cursor.label_seq = (self.serial, self.appended,
+                                                            self.label_seq)
+        return rows, reset, labels
+
+
+def _newest(items: Any, n: int) -> list[Any]:
+    """The last ``n`` of a deque or dict view, oldest first, reading only those ``n``."""
+    if n <= 0:
+        return []
+    out = list(itertools.islice(reversed(items), n))
+    out.reverse()
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,27 +206,6 @@ class RowsSnapshot:
 
 def _floats(values: Sequence[float | None]) -> np.ndarray:
     return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
-
-
-@dataclass(frozen=True, slots=True)
-class VersionPass:
-    """What one version's detector pass needs, copied under the lock: the current rows, and
-    the reference as rows to prepare, a frame (from a file), or None when the evaluator's
-    prepared reference is still the right one."""
-
-    version: str
-    current: RowsSnapshot
-    reference: RowsSnapshot | pd.DataFrame | None
-    reference_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class PassInput:
-    """A consistent cut of one model's windows for an evaluation pass."""
-
-    versions: list[VersionPass]
-    offset: int  # the newest offset the cut has seen
-    live: set[str]  # every version with a current window
 
 
 class ModelWindows:
@@ -264,32 +286,48 @@ class ModelWindows:
             new, self.new_events = self.new_events, 0
         return new
 
-    def pass_input(self, min_events: int, prepared: dict[str, int]) -> PassInput | None:
-        """The versions with at least ``min_events`` current rows and a frozen reference, cut
-        consistently; ``prepared`` maps a version to the reference size the caller prepared
-        (its reference is not copied again while that size holds). Ages rows out first.
-        None while the windows are rebuilt from replayed history: judge nothing yet."""
+    def pass_delta(self, min_events: int, cursors: dict[str, Cursor]) -> PassDelta | None:
+        """What a backend needs for a pass over the versions with at least ``min_events``
+        current rows and a frozen reference: per version, what changed since its cursor in
+        ``cursors`` (advanced here; cursors of versions that left the windows are dropped).
+        Ages rows out first. None while the windows are rebuilt from replayed history:
+        judge nothing yet."""
+        features = self.settings.window.features
         with self.lock:
             self.age_out()
             self.new_events = 0
             if self.replaying:
                 return None
+            for gone in [v for v in cursors if v not in self.current]:
+                del cursors[gone]
             versions = []
             for version, rows in self.current.items():
                 if len(rows.rows) < min_events:
                     continue
-                reference: RowsSnapshot | pd.DataFrame | None
+                cursor = cursors.get(version) or Cursor()
+                # A new window (or a new backend) gets the reference again; otherwise the
+                # backend prepared this one already.
+                fresh = cursor.serial != rows.serial
+                reference: ReferenceRows | pd.DataFrame | None = None
                 if self.file_reference is not None:
                     size = len(self.file_reference)
-                    reference = None if version in prepared else self.file_reference
+                    if fresh or cursor.reference_size != size:
+                        reference = self.file_reference
                 else:
                     ref_rows = self.references.get(version)
                     if ref_rows is None or len(ref_rows.rows) < self.settings.reference.first_n:
                         continue
                     size = len(ref_rows.rows)
-                    reference = None if prepared.get(version) == size else ref_rows.snapshot()
-                versions.append(VersionPass(version, rows.snapshot(), reference, size))
-            return PassInput(versions, self.last_offset, set(self.current))
+                    if fresh or cursor.reference_size != size:
+                        reference = ReferenceRows(pack_rows(ref_rows.rows, features),
+                                                  pack_labels(list(ref_rows.labels.items())))
+                cursors[version] = cursor
+                new, reset, labels = rows.delta(cursor)
+                cursor.reference_size = size
+                versions.append(VersionDelta(version, pack_rows(new, features), reset,
+                                             len(rows.rows), pack_labels(labels), reference,
+                                             size))
+            return PassDelta(self.name, versions, self.last_offset, set(self.current))
 
     def versions(self) -> set[str]:
         with self.lock:
