@@ -5,12 +5,14 @@ The model moves forward through the artifact ``model``: fine_tune's candidate, t
 verdict on it, its ONNX export, the int8 (or kept fp32) export that deploy ships. The worker's
 environment names the shared places: LIFEGUARD_ARTIFACTS (content-addressed step outputs, so a
 rerun is a no-op), LIFEGUARD_THREADS, LIFEGUARD_DEVICE, LIFEGUARD_URL/LIFEGUARD_TOKEN (the
-daemon's API, whose canary analysis judges a canary), LIFEGUARD_FLEET (the fleet config, JSON)
-and LIFEGUARD_STATE (the state file that holds rollouts).
+daemon's API, whose canary analysis judges a canary), LIFEGUARD_FLEET (the fleet config, JSON),
+LIFEGUARD_STATE (the state store's path or URL, which holds rollouts) and LIFEGUARD_FENCE (the
+run's lease: the deploy writes nothing once another instance holds the run).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -153,8 +155,12 @@ def deploy(inputs: StepInputs) -> StepOutcome:
     request = DeployRequest(model=inputs.model, source_dir=Path(source), run_id=inputs.run_id,
                             trigger=str(inputs.params.get("trigger", "")) or None,
                             gate_scores=gate)
+    fence = None
+    if os.environ.get("LIFEGUARD_FENCE"):  # the run's lease, from the runner
+        from lifeguard.state.fencing import Fence
+        fence = Fence(**json.loads(os.environ["LIFEGUARD_FENCE"]))
     try:
-        result = deploy_version(request, fleet, Path(state), judge)
+        result = deploy_version(request, fleet, state, judge, fence)
     except DeployError as exc:
         if isinstance(exc, RetryableDeployError):
             raise RetryableStepError(f"deploy: {exc}") from None

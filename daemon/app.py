@@ -38,7 +38,7 @@ class Daemon:
         disable_created_metrics()
         self.registry = registry or CollectorRegistry()
         self.metrics = IngestMetrics(self.registry)
-        self.store = StateStore(config.state.path)
+        self.store = StateStore(config.state.location)
         self.monitoring = build_monitoring(config, self.registry, [self._on_evaluation])
         self.sink = FanoutSink([MetricsSink(self.metrics), self.monitoring.windows,
                                 EvaluatorNudge(self.monitoring.evaluator)])

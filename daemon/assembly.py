@@ -140,7 +140,7 @@ def worker_environment(config: DaemonConfig, api_url: str) -> dict[str, str]:
     artifacts = Path(config.state.artifacts_dir)
     env = {
         "LIFEGUARD_ARTIFACTS": str((artifacts / "cache").resolve()),
-        "LIFEGUARD_STATE": str(Path(config.state.path).resolve()),
+        "LIFEGUARD_STATE": config.state.url or str(Path(config.state.path).resolve()),
         "LIFEGUARD_THREADS": str(min(2, usable_cores())),
         "LIFEGUARD_URL": api_url,
         "HF_HUB_OFFLINE": "1",
@@ -163,7 +163,7 @@ def build_control(config: DaemonConfig, store: StateStore, windows: WindowStore,
     from deploy.config import CanaryConfig
     from deploy.rollout_store import RolloutStore
 
-    rollouts = RolloutStore(config.state.path)
+    rollouts = RolloutStore(config.state.location)
 
     def deployed(model: str) -> str | None:
         record = rollouts.latest(model)

@@ -15,7 +15,8 @@ only needs to know which room failed, or a leaf when it can act on the cause::
     ├── DeployError                           deploy.errors: the fleet side
     │   ├── IntegrityError                        a file does not match its recorded sha256
     │   ├── RepositoryError, FleetError, ...
-    ├── StoreError                            daemon.act.store: the state store
+    ├── StoreError                            lifeguard.state.engine: the state store
+    │   └── StaleLeaseError                       lifeguard.state.fencing: a fenced write lost
     └── SimulatorError                        simulator.errors
 """
 
