@@ -20,8 +20,8 @@ from lifeguard.state.migrate import head
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    s = StateStore(tmp_path / "state.db")
+def store(state_url: str) -> Iterator[StateStore]:
+    s = StateStore(state_url)
     yield s
     s.close()
 
