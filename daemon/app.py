@@ -57,14 +57,15 @@ class Daemon:
         self.control.on_evaluation(evaluation)
 
     def owns(self, model: str) -> bool:
-        """Whether this instance acts for ``model``: it owns the model's partition."""
+        """Whether this instance acts for ``model``: it owns the model's partition — the one
+        its traffic came from, or for a model with no traffic here yet, the one its key hashes
+        to (the producers' default partitioner), so exactly one instance claims it."""
         if self.ingestor is None or not self.ingestor.joined:
             return False
         windows = self.monitoring.windows.get(model)
         if windows is not None:
             return windows.partition in self.ingestor.assignment
-        # No traffic seen yet (e.g. right after a restart): one instance alone owns all.
-        return len(self.ingestor.assignment) > 0
+        return self.ingestor.owns_key(model)
 
     # -- probes -----------------------------------------------------------------------------
 

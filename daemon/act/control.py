@@ -49,7 +49,8 @@ class ControlPlane:
                      else Path(config.state.path).parent / "runs")
         self.runner = Runner(store, work_root, settings.runner.max_concurrent_runs,
                              settings.runner.poll_interval, step_registry, worker_env,
-                             owns=owns)
+                             owns=owns, owner=settings.runner.instance_id,
+                             lease_ttl_s=settings.runner.lease_ttl)
         self.router: APIRouter = create_router(
             store, self.engine, config.api.resolved_token(), settings.alerts,
             on_change=self.runner.wake, deployed_version=deployed_version,

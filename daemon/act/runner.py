@@ -6,6 +6,10 @@ its outputs are recorded in one transaction before the next step starts, so afte
 anywhere a restart re-runs at most the step that was in flight (steps are idempotent). A step
 that overruns its timeout has its worker killed and fails the run; retryable errors and worker
 crashes are retried with exponential backoff up to the step's ``max_attempts``.
+
+Several instances may share one store: a run executes under a renewed lease whose fencing token
+every state change carries. A moved model stops its run at the next step boundary; a lease
+taken over (after it lapsed) kills the worker, and every further write is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from actions.step_api import content_sha256
+from daemon.act.leases import LeaseKeeper
 from daemon.act.runs import ActionRun, RunState, StepRecord
-from daemon.act.store import StateStore
+from daemon.act.store import Fence, StaleLeaseError, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +56,14 @@ class Runner:
         worker_env: Mapping[str, str] | None = None,
         python: str = sys.executable,
         owns: Callable[[str], bool] | None = None,
+        owner: str | None = None,
+        lease_ttl_s: float = 30.0,
+        take_over_on_start: bool | None = None,
     ) -> None:
-        """``owns(model)`` says whether this instance acts for a model (partition ownership
-        when several daemons share one store); default: every model."""
+        """``owns(model)``: whether this instance acts for a model (default: every model).
+        ``owner`` names it in run leases (default host-pid), which lapse ``lease_ttl_s`` after
+        their last renewal. ``take_over_on_start`` (default: a SQLite store, one instance's
+        alone): runs a previous process leased are taken over at once."""
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
         if poll_interval <= 0:
@@ -65,6 +76,9 @@ class Runner:
         self._env = dict(worker_env or {})
         self._python = python
         self._owns = owns or (lambda model: True)
+        self.leases = LeaseKeeper(store, owner or f"{socket.gethostname()}-{os.getpid()}",
+                                  lease_ttl_s)
+        self._take_over = not store.shared if take_over_on_start is None else take_over_on_start
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -79,11 +93,14 @@ class Runner:
         for run in self.store.list_runs(states=[RunState.RUNNING], limit=10_000):
             if not self._owns(run.model):
                 continue
+            if self._take_over:  # its previous holder was this instance, before a restart
+                self.store.acquire_lease(run.id, self.leases.owner, self.leases.ttl_s, force=True)
             self.store.audit("run.resuming", "runner", run.model, run.id,
                              {"next_step": run.next_step, "n_steps": run.n_steps})
         self._loop = threading.Thread(target=self._schedule_forever, name="lifeguard-runner",
                                       daemon=True)
         self._loop.start()
+        self.leases.start(self._stop)
         return self
 
     def wake(self) -> None:
@@ -98,6 +115,7 @@ class Runner:
             self._loop.join(timeout_s)
         for thread in list(self._active.values()):
             thread.join(timeout_s)
+        self.leases.join(timeout_s)
 
     @property
     def active_runs(self) -> list[str]:
@@ -147,17 +165,41 @@ class Runner:
     def _execute_safely(self, run_id: str) -> None:
         try:
             self.execute(run_id)
-        except Exception as exc:
-            log.exception("run %s crashed in the runner", run_id)
-            self.store.transition(run_id, RunState.FAILED, "runner", [RunState.RUNNING],
-                                  error=f"runner error: {exc!r}")
+        except Exception:  # the store failed before the run was leased: the next poll retries
+            log.exception("run %s could not be started", run_id)
 
     def execute(self, run_id: str) -> None:
+        """Run ``run_id`` to its end under a lease; returns at once when another instance
+        holds the run, and at a step boundary when this one no longer owns the model."""
+        run = self.store.get_run(run_id)
+        if run is None or run.state not in (RunState.QUEUED, RunState.RUNNING):
+            return
+        fence = self.leases.acquire(run_id)
+        if fence is None:
+            return
+        try:
+            self._execute(run_id, fence)
+            if self.leases.lost(run_id):  # found taken over by the heartbeat: worker killed
+                raise StaleLeaseError(f"run {run_id}: lease {fence.token} taken over")
+        except StaleLeaseError as exc:
+            log.warning("%s", exc)
+            self.store.audit("run.lease_lost", fence.owner, run.model, run_id,
+                             {"token": fence.token, "error": str(exc)})
+        except Exception as exc:
+            log.exception("run %s crashed in the runner", run_id)
+            with contextlib.suppress(StaleLeaseError):
+                self.store.transition(run_id, RunState.FAILED, "runner", [RunState.RUNNING],
+                                      error=f"runner error: {exc!r}", fence=fence)
+        finally:
+            self.leases.release(run_id)
+
+    def _execute(self, run_id: str, fence: Fence) -> None:
         run = self.store.get_run(run_id)
         if run is None:
             return
         if run.state is RunState.QUEUED and not self.store.transition(
-            run_id, RunState.RUNNING, "runner", [RunState.QUEUED], {"n_steps": run.n_steps}
+            run_id, RunState.RUNNING, "runner", [RunState.QUEUED], {"n_steps": run.n_steps},
+            fence=fence,
         ):
             return
         while not self._stop.is_set():
@@ -170,11 +212,17 @@ class Runner:
                 # step and ending the run must not let the pipeline go on after a rollback.
                 self.store.transition(run_id, RunState.ROLLED_BACK, "runner",
                                       [RunState.RUNNING], {"step": done[0].name,
-                                                           **done[0].evidence})
+                                                           **done[0].evidence}, fence=fence)
                 return
             if run.next_step >= run.n_steps:
                 self.store.transition(run_id, RunState.SUCCEEDED, "runner", [RunState.RUNNING],
-                                      {"steps": run.n_steps})
+                                      {"steps": run.n_steps}, fence=fence)
+                return
+            if not self._owns(run.model):
+                # The model moved to another instance: stop here, at a step boundary; the
+                # lease is released on the way out so the new owner need not wait it out.
+                self.store.audit("run.handed_over", fence.owner, run.model, run_id,
+                                 {"next_step": run.next_step, "token": fence.token})
                 return
             if run.model in self.store.paused_models():
                 self._stop.wait(self.poll_interval)  # paused between steps: hold here
@@ -211,7 +259,7 @@ class Runner:
                     return False
                 continue
             self.store.transition(run.id, RunState.FAILED, "runner", [RunState.RUNNING],
-                                  evidence, error=error)
+                                  evidence, error=error, fence=self.leases.fence(run.id))
             return False
         return False
 
@@ -224,7 +272,7 @@ class Runner:
         record = StepRecord(index=index, name=step["name"], status=result["status"],
                             artifacts=result["artifacts"], evidence=evidence,
                             attempts=max(attempt, 1))
-        self.store.complete_step(run.id, record)
+        self.store.complete_step(run.id, record, fence=self.leases.fence(run.id))
         return True  # the run loop ends a rolled-back run before the next step
 
     def _finished_before(self, run: ActionRun, index: int) -> dict[str, Any] | None:
@@ -273,6 +321,10 @@ class Runner:
         spec_path = stem.with_suffix(".spec.json")
         spec_path.write_text(json.dumps(spec))
         env = {**os.environ, **self._env}
+        fence = self.leases.fence(run.id)
+        if fence is not None:  # the deploy step checks it before every fleet action
+            env["LIFEGUARD_FENCE"] = json.dumps(
+                {"run_id": fence.run_id, "owner": fence.owner, "token": fence.token})
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(_ROOT), self._env.get("PYTHONPATH"), os.environ.get("PYTHONPATH"))
             if p
@@ -287,7 +339,7 @@ class Runner:
             )
             deadline = time.monotonic() + timeout
             while proc.poll() is None:
-                if self._stop.is_set():
+                if self._stop.is_set() or self.leases.lost(run.id):
                     _kill(proc)
                     return _Attempt("stopped", {})
                 if time.monotonic() > deadline:

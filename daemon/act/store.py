@@ -58,6 +58,11 @@ class StateStore:
         self._engine = make_engine(self.url)
         upgrade(self._engine)
 
+    @property
+    def shared(self) -> bool:
+        """Whether several instances may use this store (PostgreSQL), not one (a file)."""
+        return self.path is None
+
     def close(self) -> None:
         self._engine.dispose()
 
@@ -255,10 +260,12 @@ class StateStore:
 
     # -- leases ----------------------------------------------------------------------------
 
-    def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> Fence | None:
-        """Take (or renew) the run's lease; None while another instance's lease is live."""
+    def acquire_lease(self, run_id: str, owner: str, ttl_s: float,
+                      force: bool = False) -> Fence | None:
+        """Take (or renew) the run's lease; None while another instance's lease is live,
+        unless ``force``: its holder is known to be dead (this store is one instance's)."""
         with write(self._engine) as conn:
-            taken = fencing.acquire(conn, run_id, owner, ttl_s, self._clock())
+            taken = fencing.acquire(conn, run_id, owner, ttl_s, self._clock(), force)
             if taken is None:
                 return None
             fence, fresh = taken

@@ -32,10 +32,10 @@ class Fence:
         return f"{self.run_id}@{self.token}"
 
 
-def acquire(conn: Connection, run_id: str, owner: str, ttl_s: float,
-            now: float) -> tuple[Fence, bool] | None:
+def acquire(conn: Connection, run_id: str, owner: str, ttl_s: float, now: float,
+            force: bool = False) -> tuple[Fence, bool] | None:
     """Take or renew ``run_id``'s lease for ``owner``: the fence and whether its token is new;
-    None while another holder's lease lives.
+    None while another holder's lease lives, unless ``force`` (the holder is known dead).
 
     The run's row is locked first (``FOR UPDATE``; SQLite already holds its write lock), so two
     instances racing for a lapsed lease get one token each, never the same one.
@@ -46,11 +46,11 @@ def acquire(conn: Connection, run_id: str, owner: str, ttl_s: float,
         conn.execute(insert(run_leases).values(run_id=run_id, owner=owner, token=1,
                                                expires_at=now + ttl_s, acquired_at=now))
         return Fence(run_id, owner, 1), True
-    if row["owner"] == owner and row["expires_at"] > now:
+    if row["owner"] == owner and row["expires_at"] > now and not force:
         conn.execute(update(run_leases).where(run_leases.c.run_id == run_id)
                      .values(expires_at=now + ttl_s))
         return Fence(run_id, owner, int(row["token"])), False
-    if row["expires_at"] > now:
+    if row["expires_at"] > now and not force:
         return None
     token = int(row["token"]) + 1  # a new holder (or this one after its lease lapsed)
     conn.execute(update(run_leases).where(run_leases.c.run_id == run_id)
