@@ -109,6 +109,8 @@ class Daemon:
             topics = dict.fromkeys(kafka.topics, kafka.partitions)
             topics[kafka.dead_letter_topic] = 1
             ensure_topics(bootstrap[0], topics)
+        # Windows and references are rebuilt from replayed history, not from the next traffic.
+        kafka = kafka.model_copy(update={"replay_messages": self.config.replay_depth()})
         self.ingestor = Ingestor(kafka, bootstrap, self.sink, self.metrics)
         api = self.config.api
         self.http = ApiServer(create_app(self.registry, self.healthy, self.ready,

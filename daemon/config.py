@@ -159,6 +159,16 @@ class DaemonConfig(StrictModel):
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
 
+    def replay_depth(self) -> int:
+        """Messages re-read per partition on assignment: ``kafka.replay_messages``, or enough
+        to refill every model's window and reference (a model with a reference file needs
+        only its window), should all the models share one partition."""
+        if self.kafka.replay_messages is not None:
+            return self.kafka.replay_messages
+        models = self.models or [ModelConfig(name="default")]
+        return sum(m.window.size + (0 if m.reference.path else m.reference.first_n)
+                   for m in models)
+
 
 def parse_config(data: object, source: str = "<config>") -> DaemonConfig:
     if data is None:

@@ -307,7 +307,7 @@ class Ingestor:
         committed): the seek fetches them again, after the replayed history."""
         consumer = self._consumer
         assert consumer is not None
-        depth = self.config.replay_messages
+        depth = self.config.replay_messages or 0
         for tp in list(self._needs_replay):
             fetched = records.pop(tp, None)
             if tp not in consumer.assignment():
