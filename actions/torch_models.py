@@ -140,7 +140,7 @@ def load_torch_model(
     config = AutoConfig.from_pretrained(str(model_dir))
     task = task_of(config)
     cls = AutoModelForSequenceClassification if task == SEQ_CLS else AutoModelForCausalLM
-    # use_safetensors: never unpickle weights (DESIGN: no pickle from untrusted places)
+    # use_safetensors: never unpickle weights (no pickle from untrusted places)
     model: Any = cls.from_pretrained(str(model_dir), use_safetensors=True, dtype="float32")
     model = model.to(dev)
     model.train(train)

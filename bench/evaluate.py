@@ -143,8 +143,8 @@ def ingest_during_evaluation(events: int = 120_000) -> str:
             "api": {"port": 0}, "state": {"path": f"var/bench-evaluate/{group}.db"},
             "models": [model]}))
         daemon.start()
-        counter = daemon.ingest.metrics.events
-        passes = daemon.monitor.assembly_tmp.evaluator.passes
+        counter = daemon.metrics.events
+        passes = daemon.monitoring.evaluator.passes
         try:
             start = 0.0
             while True:

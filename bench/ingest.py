@@ -57,7 +57,7 @@ def daemon_path(bootstrap: str, total: int) -> float:
     })
     daemon = Daemon(config)
     daemon.start()
-    events = daemon.ingest.metrics.events
+    events = daemon.metrics.events
     start = 0.0
     try:
         while True:

@@ -18,6 +18,7 @@ from typing import Any
 from daemon.events import EventError, FeedbackEvent, InferenceEvent, decode
 from deploy.config import CanaryConfig
 from deploy.verdict import CanaryQuery, CanaryVerdict
+from lifeguard.stats import percentile
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,7 @@ class TrafficJudge:
 
     def stats(self, version: int, since_s: float) -> VersionStats:
         seen = [s for s in self._events.get(str(version), ()) if s.ts_s >= since_s]
-        latencies = sorted(s.latency_ms for s in seen if s.ok)
-        p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] if latencies else None
+        p95 = percentile([s.latency_ms for s in seen if s.ok], 95)
         joined = [(s.label, self._labels[s.request_id]) for s in seen
                   if s.ok and s.request_id in self._labels]
         return VersionStats(events=len(seen), errors=sum(not s.ok for s in seen), p95_ms=p95,

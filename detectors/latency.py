@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from detectors.result import DetectorResult
+from lifeguard.stats import percentile
 
 
 class LatencyDetector:
@@ -50,7 +51,7 @@ class LatencyDetector:
         enough = n >= self.min_samples
         if self.slos:
             qs = list(self.slos)
-            values = np.percentile(latency, qs) if enough else [None] * len(qs)
+            values = [percentile(latency, q) for q in qs] if enough else [None] * len(qs)
             for q, value in zip(qs, values, strict=True):
                 metric = f"p{q}_ms"
                 if value is None:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from detectors.columns import feature_column
 from detectors.suite import DetectorSuite, PreparedReference, WindowData, _window
 
 
@@ -55,7 +56,7 @@ def drift_report(suite: DetectorSuite, reference: PreparedReference | WindowData
     cur_cols: dict[str, np.ndarray] = {}
     current_features = {t.column: suite.current_features(ref, cur.frame, t) for t in suite.texts}
     for text, feature, detector in suite.text_detectors:
-        column = f"{text.column}.{feature}"
+        column = feature_column(text.column, feature)
         ref_values = ref.features.get(text.column, {}).get(feature)
         cur_values = current_features[text.column].get(feature)
         if ref_values is None or cur_values is None:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from detectors.accuracy import AccuracyDetector
+from detectors.columns import feature_column
 from detectors.config import DISTANCE_DEFAULTS, SuiteConfig, TextDrift
 from detectors.drift import ColumnDriftDetector, EmbeddingDriftDetector
 from detectors.latency import LatencyDetector
@@ -191,7 +192,7 @@ def _labels(frame: pd.DataFrame, truth: str, prediction: str) -> tuple[np.ndarra
 
 
 def _precomputed(frame: pd.DataFrame, text: TextDrift) -> dict[str, np.ndarray] | None:
-    names = {f: f"{text.column}.{f}" for f in text.features}
+    names = {f: feature_column(text.column, f) for f in text.features}
     if not all(n in frame for n in names.values()):
         return None
     return {f: frame[n].to_numpy(dtype=np.float64) for f, n in names.items()}

@@ -69,7 +69,7 @@ def test_valid_events_counted_once_and_malformed_dead_lettered(broker: LocalBrok
         wait_until(lambda: daemon.count("lifeguard_events_total") >= 10_000
                    and daemon.count("lifeguard_dead_lettered_messages_total") >= 200, 60)
         time.sleep(1.5)  # anything counted twice would show up by now
-        text = daemon.ingest.metrics()
+        text = daemon.metrics()
     assert metric_sum(text, "lifeguard_events_total") == 10_000
     for model in range(3):
         produced = sum(1 for k, _ in valid if k == f"model-{model}".encode())

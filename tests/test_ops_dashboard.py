@@ -310,7 +310,7 @@ def stack(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iter
                                       'metric="error_rate", version="2"} == 1')) == 2,
             60, 0.5,
             "prometheus scrapes of a busy daemon")
-        exported = {sample.name for text in (daemon.ingest.metrics(), replica_text(replica))
+        exported = {sample.name for text in (daemon.metrics(), replica_text(replica))
                     for family in text_string_to_metric_families(text)
                     for sample in family.samples}
         yield Stack(daemon, replica, prometheus, exported)

@@ -39,7 +39,7 @@ def test_window_is_bounded_and_counts_what_it_evicts() -> None:
     assert windows is not None
     rows = windows.current["1"]
     assert len(rows.rows) == 100 and rows.evicted == 900
-    assert [r[1] for r in rows.rows][:2] == ["r900", "r901"]
+    assert [r.request_id for r in rows.rows][:2] == ["r900", "r901"]
 
 
 def test_reference_freezes_at_first_n_of_each_version() -> None:
@@ -121,3 +121,69 @@ def test_window_metrics_are_exported() -> None:
     assert 'lifeguard_window_events{model="m",version="1"} 100.0' in text
     assert 'lifeguard_window_evicted_events_total{model="m",version="1"} 200.0' in text
     assert 'lifeguard_labels_joined_total{model="m"} 40.0' in text
+
+
+def _feedback(i: int, label: str) -> FeedbackEvent:
+    return FeedbackEvent(request_id=f"r{i}", ts=i * 1000, model="m", label=label)
+
+
+def test_pass_input_cuts_versions_with_enough_rows_and_a_frozen_reference() -> None:
+    store = _store()
+    _apply(store, [_inference(i) for i in range(80)] +
+           [_inference(i, version="2") for i in range(80, 100)])
+    windows = store.get("m")
+    assert windows is not None and windows.new_events == 100
+    cut = windows.pass_input(min_events=30, prepared={})
+    assert cut is not None and windows.new_events == 0
+    assert [p.version for p in cut.versions] == ["1"]  # v2: 20 rows and no frozen reference
+    assert cut.live == {"1", "2"} and cut.offset == 99
+    first = cut.versions[0]
+    assert first.reference_size == 50 and len(first.current.rows) == 80
+    # A reference the caller already prepared at that size is not copied again.
+    again = windows.pass_input(min_events=30, prepared={"1": 50})
+    assert again is not None and again.versions[0].reference is None
+
+
+def test_rows_since_and_labelled_rows_read_without_internals() -> None:
+    store = _store()
+    _apply(store, [_inference(i) for i in range(20)] +
+           [_feedback(i, "positive" if i % 2 else "negative") for i in range(10, 20)])
+    windows = store.get("m")
+    assert windows is not None
+    recent = windows.rows_since("1", since_s=15)
+    assert [r.request_id for r in recent.rows] == [f"r{i}" for i in range(15, 20)]
+    assert recent.labels["r15"][0] == "positive"
+    labelled = windows.labelled_rows()
+    assert sorted(row.request_id for row, _ in labelled) == sorted(f"r{i}" for i in range(10, 20))
+    assert windows.rows_since("9", since_s=0).rows == []
+
+
+def test_window_judge_counts_errors_p95_and_accuracy_from_the_windows() -> None:
+    from daemon.monitor.canary import WindowJudge
+    from deploy.config import CanaryConfig
+
+    store = _store()
+    _apply(store, [_inference(i) for i in range(40)] +
+           [_feedback(i, "positive" if i < 30 else "negative") for i in range(40)])
+    judge = WindowJudge(store, CanaryConfig())
+    stats = judge.stats_of("m", 1, since_s=0)
+    assert stats.events == 40 and stats.errors == 0 and stats.labelled == 40
+    assert stats.correct == 30  # every prediction is "positive"
+    latencies = [10.0 + i % 7 for i in range(40)]
+    assert stats.p95_ms is not None and min(latencies) <= stats.p95_ms <= max(latencies)
+
+
+def test_snapshot_writes_each_labelled_row_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from daemon.monitor.snapshots import SnapshotWriter
+
+    store = _store()
+    _apply(store, [_inference(i) for i in range(30)] +
+           [_feedback(i, "negative") for i in range(5, 30)] + [_feedback(5, "positive")])
+    path = SnapshotWriter(store, tmp_path, min_rows=20)("m")
+    assert path is not None and path.parent == tmp_path
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(r["request_id"] for r in rows) == sorted(f"r{i}" for i in range(5, 30))
+    assert all(r["text"] == "good screen" and r["label"] == "negative" for r in rows)
+    assert SnapshotWriter(store, tmp_path, min_rows=26)("m") is None  # too few labelled rows

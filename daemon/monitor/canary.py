@@ -4,10 +4,10 @@ joined labels since the canary began, against the stable version's, by the rollo
 from __future__ import annotations
 
 from daemon.monitor.window_store import WindowStore
-from daemon.monitor.windows import LATENCY, PREDICTION, RID, STATUS, TS
 from deploy.config import CanaryConfig
 from deploy.judge import TrafficJudge, VersionStats
 from deploy.verdict import CanaryQuery, CanaryVerdict
+from lifeguard.stats import percentile
 
 
 class WindowJudge:
@@ -21,6 +21,10 @@ class WindowJudge:
     def __call__(self, query: CanaryQuery) -> CanaryVerdict:
         return _ModelJudge(self.windows, query.model, self.config, self.z)(query)
 
+    def stats_of(self, model: str, version: int, since_s: float) -> VersionStats:
+        """One version's numbers since ``since_s``: what the verdict is computed from."""
+        return _ModelJudge(self.windows, model, self.config, self.z).stats(version, since_s)
+
 
 class _ModelJudge(TrafficJudge):
     def __init__(self, windows: WindowStore, model: str, config: CanaryConfig, z: float) -> None:
@@ -31,14 +35,11 @@ class _ModelJudge(TrafficJudge):
         windows = self.windows.get(self.model)
         if windows is None:
             return VersionStats(0, 0, None, 0, 0)
-        with windows.lock:
-            rows = windows.current.get(str(version))
-            seen = [r for r in rows.rows if r[TS] >= since_s] if rows is not None else []
-            labels = dict(rows.labels) if rows is not None else {}
-        ok = [r for r in seen if r[STATUS] == "ok"]
-        latencies = sorted(r[LATENCY] for r in ok)
-        p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] if latencies else None
-        joined = [(r[PREDICTION], labels[r[RID]][0]) for r in ok if r[RID] in labels]
-        return VersionStats(events=len(seen), errors=len(seen) - len(ok), p95_ms=p95,
+        seen = windows.rows_since(str(version), since_s)
+        ok = [r for r in seen.rows if r.status == "ok"]
+        joined = [(r.prediction, seen.labels[r.request_id][0]) for r in ok
+                  if r.request_id in seen.labels]
+        return VersionStats(events=len(seen.rows), errors=len(seen.rows) - len(ok),
+                            p95_ms=percentile([r.latency_ms for r in ok], 95),
                             labelled=len(joined),
                             correct=sum(str(p) == str(t) for p, t in joined))

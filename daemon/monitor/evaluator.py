@@ -22,10 +22,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+import detectors.columns as col
 from daemon.monitor.config import EvaluationConfig
 from daemon.monitor.evaluation import Evaluation
 from daemon.monitor.window_store import WindowStore
-from daemon.monitor.windows import frame_of
+from daemon.monitor.windows import RowsSnapshot
+from detectors.columns import feature_column
 from detectors.result import Verdict
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ class TextFeatureCache:
 
     def add_columns(self, frame: pd.DataFrame, columns: Iterable[Any]) -> pd.DataFrame:
         """Adds ``<column>.<feature>`` columns to ``frame`` (in place; it is a fresh frame)."""
-        ids = frame["request_id"].tolist()
+        ids = frame[col.REQUEST_ID].tolist()
         for text in columns:
             if text.column not in frame:
                 continue
@@ -84,7 +86,7 @@ class TextFeatureCache:
             rows = [cache.get(rid, nan) for rid in ids]
             values = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(names))
             for k, name in enumerate(names):
-                frame[f"{text.column}.{name}"] = values[:, k]
+                frame[feature_column(text.column, name)] = values[:, k]
         return frame
 
 
@@ -161,7 +163,7 @@ class Evaluator:
             every = model.config.every_events
             windows = self.windows.get(name)
             if every and windows is not None and windows.new_events >= every:
-                windows.new_events = 0
+                windows.take_new_events()
                 job = scheduler.get_job(f"evaluate:{name}")
                 if job is not None:
                     job.modify(next_run_time=datetime.now(UTC))
@@ -176,9 +178,7 @@ class Evaluator:
             if windows is None:
                 self._forget(name, set())
             else:
-                with windows.lock:
-                    live = set(windows.current)
-                self._forget(name, live)
+                self._forget(name, windows.versions())
 
     def _forget(self, name: str, live: set[str]) -> None:
         model = self.models[name]
@@ -201,65 +201,39 @@ class Evaluator:
         if model is None or windows is None:
             return []
         features = windows.settings.window.features
-        with windows.lock:  # copies only: frames are built after the lock is released
-            windows.age_out()
-            windows.new_events = 0
-            if windows.replaying:
-                return []  # rebuilding from replayed history: judge nothing yet
-            snapshots = []
-            for version in list(windows.current):
-                rows = windows.current[version]
-                if len(rows.rows) < model.config.min_events:
-                    continue
-                reference = self._reference_snapshot(windows, model, version)
-                if reference is None:
-                    continue
-                snapshots.append((version, reference, rows.snapshot()))
-            offset = windows.last_offset
-            live = set(windows.current)
-        self._forget(name, live)
-        frames = [(version, reference if not isinstance(reference, tuple)
-                   else frame_of(reference[0], reference[1], features),
-                   frame_of(current[0], current[1], features))
-                  for version, reference, current in snapshots]
+        cut = windows.pass_input(model.config.min_events,
+                                 {v: size for v, (size, _) in model.prepared.items()})
+        if cut is None:
+            return []  # rebuilding from replayed history: judge nothing yet
+        self._forget(name, cut.live)
+        # Frames are built here, after the windows' lock was released.
+        frames = [(p.version, p.reference_size,
+                   p.reference.frame(features) if isinstance(p.reference, RowsSnapshot)
+                   else p.reference, p.current.frame(features)) for p in cut.versions]
         out = []
-        for version, reference, current in frames:
+        for version, size, reference, current in frames:
             try:
-                out.append(self._evaluate(name, model, version, reference, current, offset))
+                out.append(self._evaluate(name, model, version, size, reference, current,
+                                          cut.offset))
             except Exception:
                 self.passes.labels(name, "error").inc()
                 log.exception("evaluation of %s version %s failed", name, version)
         return out
 
-    @staticmethod
-    def _reference_snapshot(windows: Any, model: ModelEvaluation, version: str) -> Any:
-        """The frozen reference: False when it is already prepared (nothing to copy), a frame
-        (from a file) or a rows snapshot to prepare, or None while it is still filling."""
-        if windows.file_reference is not None:
-            prepared = model.prepared.get(version)
-            return False if prepared is not None else windows.file_reference
-        rows = windows.references.get(version)
-        if rows is None or len(rows.rows) < windows.settings.reference.first_n:
-            return None
-        prepared = model.prepared.get(version)
-        if prepared is not None and prepared[0] == len(rows.rows):
-            return False
-        return rows.snapshot()
-
-    def _evaluate(self, name: str, model: ModelEvaluation, version: str,
-                  reference: pd.DataFrame | bool, current: pd.DataFrame,
+    def _evaluate(self, name: str, model: ModelEvaluation, version: str, reference_size: int,
+                  reference: pd.DataFrame | None, current: pd.DataFrame,
                   offset: int) -> Evaluation:
+        """One version's pass; ``reference`` is None when the prepared one still holds."""
         started = time.perf_counter()
         prepared = model.prepared.get(version)
-        if reference is not False:
-            assert isinstance(reference, pd.DataFrame)
-            prepared = (len(reference), model.suite.prepare(self._window(model, reference)))
+        if reference is not None:
+            prepared = (reference_size, model.suite.prepare(self._window(model, reference)))
             model.prepared[version] = prepared
             model.features[version] = TextFeatureCache(prepared[1], 2 * len(current) + 1000)
         assert prepared is not None
         current = model.features[version].add_columns(current, model.suite.texts)
         results = model.suite.run(prepared[1], self._window(model, current))
-        ts = float(current["ts"].max())
+        ts = float(current[col.TS].max())
         evaluation = Evaluation(name, version, ts, tuple(results), offset)
         self.duration.labels(name).observe(time.perf_counter() - started)
         self.passes.labels(name, "breach" if evaluation.breached else "ok").inc()
@@ -293,11 +267,11 @@ class Evaluator:
         sample = model.config.embedding_sample
         if model.embeddings is not None and sample and any(
                 getattr(t, "embedding", None) for t in model.suite.texts):
-            texts = frame[frame["input_text"].notna()]
+            texts = frame[frame[col.INPUT_TEXT].notna()]
             if len(texts) > sample:
                 texts = texts.iloc[np.linspace(0, len(texts) - 1, sample).astype(int)]
-            embeddings["input_text"] = model.embeddings.embed(
-                texts["request_id"].tolist(), texts["input_text"].tolist())
+            embeddings[col.INPUT_TEXT] = model.embeddings.embed(
+                texts[col.REQUEST_ID].tolist(), texts[col.INPUT_TEXT].tolist())
         return WindowData(frame, embeddings)
 
     def _report(self, name: str, model: ModelEvaluation, version: str, reference: Any,

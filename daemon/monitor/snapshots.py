@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from daemon.monitor.window_store import WindowStore
-from daemon.monitor.windows import FEATURES, RID, TEXT, TS
 
 
 class SnapshotWriter:
@@ -25,25 +24,19 @@ class SnapshotWriter:
         if windows is None:
             return None
         lines: dict[str, str] = {}
-        with windows.lock:
-            for rows in windows.current.values():
-                for row in rows.rows:
-                    joined = rows.labels.get(row[RID])
-                    if joined is None:
-                        continue
-                    label, rating = joined
-                    record: dict[str, object] = {"request_id": row[RID], "ts": int(row[TS] * 1000)}
-                    if row[TEXT] is not None:
-                        record["text"] = row[TEXT]
-                    else:
-                        record["input"] = row[FEATURES] or {}
-                    if label is not None:
-                        record["label"] = label
-                    elif rating is not None:
-                        record["rating"] = rating
-                    else:
-                        continue
-                    lines[row[RID]] = json.dumps(record)
+        for row, (label, rating) in windows.labelled_rows():
+            record: dict[str, object] = {"request_id": row.request_id, "ts": int(row.ts * 1000)}
+            if row.input_text is not None:
+                record["text"] = row.input_text
+            else:
+                record["input"] = row.features or {}
+            if label is not None:
+                record["label"] = label
+            elif rating is not None:
+                record["rating"] = rating
+            else:
+                continue
+            lines[row.request_id] = json.dumps(record)
         if len(lines) < self.min_rows:
             return None
         self.directory.mkdir(parents=True, exist_ok=True)

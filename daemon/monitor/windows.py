@@ -1,7 +1,9 @@
 """Per model and version: bounded sliding windows, the frozen reference, joined labels.
 
-The hot path appends one tuple per event to a bounded deque (no per-event numpy or pandas);
-columns are built only when the evaluator asks for a frame. What falls out is counted.
+The hot path appends one typed row per event to a bounded deque (no per-event numpy or
+pandas); columns are built only when the evaluator asks for a frame, as ``detectors.columns``
+names them. What falls out is counted. Callers read through the query API at the end of
+``ModelWindows``, never its internals.
 """
 
 from __future__ import annotations
@@ -11,31 +13,35 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
+import detectors.columns as col
 from daemon.events import FeedbackEvent, InferenceEvent
 from daemon.ingest.batch import TopicPartitionId
 from daemon.monitor.config import LabelJoinConfig, ReferenceConfig, WindowConfig
 from daemon.monitor.labels import LabelJoin
 
-# One row per inference: what detectors need and nothing more.
-TS: Final = 0
-RID: Final = 1
-LATENCY: Final = 2
-STATUS: Final = 3
-TEXT: Final = 4
-FEATURES: Final = 5
-PREDICTION: Final = 6
-SCORE: Final = 7
-OUTPUT: Final = 8
-OFFSET: Final = 9
-Row = tuple[float, str, float, str, str | None, dict[str, Any] | None, Any, float | None,
-            str | None, int]
-BASE_COLUMNS = ("ts", "request_id", "latency_ms", "status", "input_text", "prediction", "score",
-                "output_text")
+
+class WindowRow(NamedTuple):
+    """One inference, as the windows keep it: what detectors need and nothing more. A tuple
+    underneath (cheap to append, transposed in C by ``zip``), read by name."""
+
+    ts: float
+    request_id: str
+    latency_ms: float
+    status: str
+    input_text: str | None
+    features: dict[str, Any] | None
+    prediction: Any
+    score: float | None
+    output_text: str | None
+    offset: int
+
+
+Joined = tuple[Any, float | None]  # (label or reference, rating) of a request's feedback
 MAX_VERSIONS = 8
 
 
@@ -46,7 +52,7 @@ class MonitoringSettings:
     labels: LabelJoinConfig
 
 
-def row_of(event: InferenceEvent, offset: int) -> Row:
+def row_of(event: InferenceEvent, offset: int) -> WindowRow:
     text = None
     features = event.input
     if features is not None:
@@ -54,21 +60,22 @@ def row_of(event: InferenceEvent, offset: int) -> Row:
         if isinstance(value, str):
             text = value
     output = event.output
-    return (event.ts_s, event.request_id, event.latency_ms, event.status, text, features,
-            None if output is None else output.label, None if output is None else output.score,
-            None if output is None else output.text, offset)
+    return WindowRow(event.ts_s, event.request_id, event.latency_ms, event.status, text,
+                     features, None if output is None else output.label,
+                     None if output is None else output.score,
+                     None if output is None else output.text, offset)
 
 
 class Rows:
     """A bounded deque of rows with the labels joined to them."""
 
     def __init__(self, size: int | None) -> None:
-        self.rows: deque[Row] = deque(maxlen=size)
-        self.labels: dict[str, tuple[Any, float | None]] = {}
+        self.rows: deque[WindowRow] = deque(maxlen=size)
+        self.labels: dict[str, Joined] = {}
         self.appended = 0
         self.aged_out = 0
 
-    def append(self, row: Row) -> None:
+    def append(self, row: WindowRow) -> None:
         self.rows.append(row)
         self.appended += 1
 
@@ -78,7 +85,7 @@ class Rows:
 
     def evict_older_than(self, horizon: float) -> None:
         rows = self.rows
-        while rows and rows[0][TS] < horizon:
+        while rows and rows[0].ts < horizon:
             rows.popleft()
             self.aged_out += 1
 
@@ -88,40 +95,70 @@ class Rows:
             self._prune_labels()
 
     def _prune_labels(self) -> None:
-        live = {row[RID] for row in self.rows}
+        live = {row.request_id for row in self.rows}
         self.labels = {rid: v for rid, v in self.labels.items() if rid in live}
 
-    def snapshot(self) -> tuple[list[Row], dict[str, tuple[Any, float | None]]]:
+    def snapshot(self) -> RowsSnapshot:
         """Rows and labels as they are now: cheap copies, taken under the model's lock."""
-        return list(self.rows), dict(self.labels)
+        return RowsSnapshot(list(self.rows), dict(self.labels))
 
     def frame(self, features: Sequence[str]) -> pd.DataFrame:
-        return frame_of(*self.snapshot(), features)
+        return self.snapshot().frame(features)
 
 
-def frame_of(rows: list[Row], labels: dict[str, tuple[Any, float | None]],
-             features: Sequence[str]) -> pd.DataFrame:
-    """Rows as columns. zip(*rows) transposes in C: a 10k-row window costs milliseconds."""
-    columns: list[tuple[Any, ...]] = (list(zip(*rows, strict=True)) if rows
-                                      else [()] * (OFFSET + 1))
-    joined = [labels.get(rid) for rid in columns[RID]]
-    data: dict[str, Any] = {
-        "ts": np.asarray(columns[TS], dtype=np.float64),
-        "request_id": columns[RID],
-        "latency_ms": np.asarray(columns[LATENCY], dtype=np.float64),
-        "status": columns[STATUS],
-        "input_text": columns[TEXT],
-        "prediction": columns[PREDICTION],
-        "score": np.asarray([np.nan if v is None else v for v in columns[SCORE]],
-                            dtype=np.float64),
-        "output_text": columns[OUTPUT],
-        "label": [None if j is None else j[0] for j in joined],
-        "rating": np.asarray([np.nan if j is None or j[1] is None else j[1] for j in joined],
-                             dtype=np.float64),
-    }
-    for name in features:
-        data[name] = [None if f is None else f.get(name) for f in columns[FEATURES]]
-    return pd.DataFrame(data)
+@dataclass(frozen=True, slots=True)
+class RowsSnapshot:
+    """A window's rows and joined feedback as they were at one instant, for building a frame
+    outside the model's lock."""
+
+    rows: list[WindowRow]
+    labels: dict[str, Joined]
+
+    def frame(self, features: Sequence[str]) -> pd.DataFrame:
+        """Rows as the columns of ``detectors.columns``. zip(*rows) transposes in C: a 10k-row
+        window costs milliseconds."""
+        transposed: list[tuple[Any, ...]] = (list(zip(*self.rows, strict=True)) if self.rows
+                                             else [()] * len(WindowRow._fields))
+        c = dict(zip(WindowRow._fields, transposed, strict=True))
+        joined = [self.labels.get(rid) for rid in c["request_id"]]
+        data: dict[str, Any] = {
+            col.TS: np.asarray(c["ts"], dtype=np.float64),
+            col.REQUEST_ID: c["request_id"],
+            col.LATENCY_MS: np.asarray(c["latency_ms"], dtype=np.float64),
+            col.STATUS: c["status"],
+            col.INPUT_TEXT: c["input_text"],
+            col.PREDICTION: c["prediction"],
+            col.SCORE: np.asarray([np.nan if v is None else v for v in c["score"]],
+                                  dtype=np.float64),
+            col.OUTPUT_TEXT: c["output_text"],
+            col.LABEL: [None if j is None else j[0] for j in joined],
+            col.RATING: np.asarray([np.nan if j is None or j[1] is None else j[1]
+                                    for j in joined], dtype=np.float64),
+        }
+        for name in features:
+            data[name] = [None if f is None else f.get(name) for f in c["features"]]
+        return pd.DataFrame(data)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionPass:
+    """What one version's detector pass needs, copied under the lock: the current rows, and
+    the reference as rows to prepare, a frame (from a file), or None when the evaluator's
+    prepared reference is still the right one."""
+
+    version: str
+    current: RowsSnapshot
+    reference: RowsSnapshot | pd.DataFrame | None
+    reference_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PassInput:
+    """A consistent cut of one model's windows for an evaluation pass."""
+
+    versions: list[VersionPass]
+    offset: int  # the newest offset the cut has seen
+    live: set[str]  # every version with a current window
 
 
 class ModelWindows:
@@ -159,7 +196,7 @@ class ModelWindows:
             reference.append(row)
         self.new_events += 1
         self.last_offset = offset
-        early = self.join.on_inference(event.request_id, version, row[TS])
+        early = self.join.on_inference(event.request_id, version, row.ts)
         if early is not None:
             self._attach(version, early)
 
@@ -189,10 +226,63 @@ class ModelWindows:
         max_age = self.settings.window.max_age
         if not max_age:
             return
-        newest = max((w.rows[-1][TS] for w in self.current.values() if w.rows), default=None)
+        newest = max((w.rows[-1].ts for w in self.current.values() if w.rows), default=None)
         if newest is not None:
             for window in self.current.values():
                 window.evict_older_than(newest - max_age)
+
+    # -- the query API (callers hold no internals) -------------------------------------------
+
+    def take_new_events(self) -> int:
+        """Events since the last call (the evaluator's every-N-events trigger)."""
+        with self.lock:
+            new, self.new_events = self.new_events, 0
+        return new
+
+    def pass_input(self, min_events: int, prepared: dict[str, int]) -> PassInput | None:
+        """The versions with at least ``min_events`` current rows and a frozen reference, cut
+        consistently; ``prepared`` maps a version to the reference size the caller prepared
+        (its reference is not copied again while that size holds). Ages rows out first.
+        None while the windows are rebuilt from replayed history: judge nothing yet."""
+        with self.lock:
+            self.age_out()
+            self.new_events = 0
+            if self.replaying:
+                return None
+            versions = []
+            for version, rows in self.current.items():
+                if len(rows.rows) < min_events:
+                    continue
+                reference: RowsSnapshot | pd.DataFrame | None
+                if self.file_reference is not None:
+                    size = len(self.file_reference)
+                    reference = None if version in prepared else self.file_reference
+                else:
+                    ref_rows = self.references.get(version)
+                    if ref_rows is None or len(ref_rows.rows) < self.settings.reference.first_n:
+                        continue
+                    size = len(ref_rows.rows)
+                    reference = None if prepared.get(version) == size else ref_rows.snapshot()
+                versions.append(VersionPass(version, rows.snapshot(), reference, size))
+            return PassInput(versions, self.last_offset, set(self.current))
+
+    def versions(self) -> set[str]:
+        with self.lock:
+            return set(self.current)
+
+    def rows_since(self, version: str, since_s: float) -> RowsSnapshot:
+        """A version's current rows with event time >= ``since_s``, and their feedback."""
+        with self.lock:
+            rows = self.current.get(version)
+            if rows is None:
+                return RowsSnapshot([], {})
+            return RowsSnapshot([r for r in rows.rows if r.ts >= since_s], dict(rows.labels))
+
+    def labelled_rows(self) -> list[tuple[WindowRow, Joined]]:
+        """Every current row whose feedback has joined, with that feedback."""
+        with self.lock:
+            return [(row, joined) for rows in self.current.values() for row in rows.rows
+                    if (joined := rows.labels.get(row.request_id)) is not None]
 
     def reference_frame(self, version: str) -> pd.DataFrame | None:
         """The frozen reference for ``version``; None until it has ``first_n`` events."""
@@ -213,7 +303,7 @@ def load_reference(path: Path) -> pd.DataFrame:
     frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_json(path, lines=True)
     if frame.empty:
         raise ValueError(f"reference file {path} has no rows")
-    for column in (*BASE_COLUMNS, "label", "rating"):
+    for column in (*col.EVENT_COLUMNS, *col.FEEDBACK_COLUMNS):
         if column not in frame:
             frame[column] = None
     return frame
