@@ -166,8 +166,13 @@ class PolicyEngine:
         pipelines: Mapping[str, PipelineConfig],
         snapshot_provider: PathProvider | None = None,
         champion_provider: PathProvider | None = None,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
+        """``owns(model)``: whether this instance holds the model's windows; a run triggered
+        here for a model another instance owns is created with its snapshot deferred to the
+        owner, who takes it before the first step."""
         self.store = store
+        self._owns = owns or (lambda model: True)
         self.policies = dict(policies)
         self.pipelines = dict(pipelines)
         self._snapshot = snapshot_provider
@@ -245,11 +250,14 @@ class PolicyEngine:
         steps = tuple({**s.model_dump(mode="json"), "backoff": pipeline.backoff,
                        "max_backoff": pipeline.max_backoff} for s in pipeline.steps)
         dry = decision.mode is Mode.DRY_RUN
-        snapshot = None if dry or self._snapshot is None else self._snapshot(decision.model)
+        deferred = not dry and self._snapshot is not None and not self._owns(decision.model)
+        snapshot = (None if dry or deferred or self._snapshot is None
+                    else self._snapshot(decision.model))
         champion = None if dry or self._champion is None else self._champion(decision.model)
         evidence = {**decision.evidence, "reason": decision.reason,
                     "snapshot_path": str(snapshot) if snapshot else None,
-                    "champion_path": str(champion) if champion else None}
+                    "champion_path": str(champion) if champion else None,
+                    **({"snapshot_deferred": True} if deferred else {})}
         run = ActionRun(
             id=decision.run_id, model=decision.model, pipeline=decision.pipeline,
             source=decision.source, mode=decision.mode.value, state=_INITIAL_STATE[decision.mode],

@@ -59,11 +59,13 @@ class Runner:
         owner: str | None = None,
         lease_ttl_s: float = 30.0,
         take_over_on_start: bool | None = None,
+        prepare: Callable[[ActionRun, Fence], None] | None = None,
     ) -> None:
         """``owns(model)``: whether this instance acts for a model (default: every model).
         ``owner`` names it in run leases (default host-pid), which lapse ``lease_ttl_s`` after
         their last renewal. ``take_over_on_start`` (default: a SQLite store, one instance's
-        alone): runs a previous process leased are taken over at once."""
+        alone): runs a previous process leased are taken over at once. ``prepare`` fills in
+        what a run created on another instance lacks (its snapshot) before the first step."""
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
         if poll_interval <= 0:
@@ -79,6 +81,7 @@ class Runner:
         self.leases = LeaseKeeper(store, owner or f"{socket.gethostname()}-{os.getpid()}",
                                   lease_ttl_s)
         self._take_over = not store.shared if take_over_on_start is None else take_over_on_start
+        self._prepare = prepare
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -202,10 +205,16 @@ class Runner:
             fence=fence,
         ):
             return
+        prepared = False
         while not self._stop.is_set():
             run = self.store.get_run(run_id)
             if run is None or run.state is not RunState.RUNNING:
                 return
+            if (self._prepare is not None and not prepared and run.next_step == 0
+                    and run.snapshot_path is None and run.evidence.get("snapshot_deferred")):
+                prepared = True
+                self._prepare(run, fence)
+                continue
             done = self.store.steps(run_id)[-1:]
             if done and done[0].status == RunState.ROLLED_BACK.value:
                 # Checked here, not only after the step: a kill -9 between recording the

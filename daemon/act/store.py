@@ -224,6 +224,24 @@ class StateStore:
                         {"index": record.index, **evidence})
         return True
 
+    def fill_paths(self, run_id: str, snapshot: Path | None, champion: Path | None,
+                   actor: str, fence: Fence | None = None) -> bool:
+        """Give a run created without a snapshot (its trigger landed on an instance that does
+        not own the model) the owner's snapshot and champion; False if it already has one."""
+        with write(self._engine) as conn:
+            row = self._locked_run(conn, run_id, fence)
+            current = conn.execute(select(runs.c.snapshot_path).where(runs.c.id == run_id))
+            if row is None or current.scalar() is not None:
+                return False
+            conn.execute(update(runs).where(runs.c.id == run_id).values(
+                snapshot_path=_opt_str(snapshot),
+                champion_path=func.coalesce(_opt_str(champion), runs.c.champion_path),
+                updated_at=self._clock()))
+            self._audit(conn, "run.snapshot_taken", actor, row.model, run_id,
+                        {"snapshot_path": _opt_str(snapshot),
+                         "champion_path": _opt_str(champion)})
+        return True
+
     def get_run(self, run_id: str) -> ActionRun | None:
         rows = self._rows(select(runs).where(runs.c.id == run_id))
         return _run(rows[0]) if rows else None
