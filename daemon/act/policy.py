@@ -177,7 +177,9 @@ class PolicyEngine:
         self.pipelines = dict(pipelines)
         self._snapshot = snapshot_provider
         self._champion = champion_provider
-        self._lock = threading.Lock()  # gates + create must not interleave across threads
+        # Gates + create must not interleave across threads, nor across instances sharing the
+        # store: cooldowns and daily caps hold for the group, not per instance.
+        self._lock = threading.Lock()
         # Last suppression cause per model: a breach held through an hour-long run would
         # otherwise write the same "run X is still active" line on every evaluation.
         self._suppressed: dict[str, str] = {}
@@ -201,7 +203,7 @@ class PolicyEngine:
         policy = self.policies.get(evaluation.model)
         if policy is None:
             return TriggerDecision(model=evaluation.model, fire=False, reason="no policy")
-        with self._lock:
+        with self._lock, self.store.exclusive(f"policy:{evaluation.model}"):
             now = self.store.now()
             recent = self.store.list_evaluations(model=evaluation.model,
                                                  model_version=evaluation.model_version,
@@ -219,7 +221,7 @@ class PolicyEngine:
         pipeline = pipeline or policy.pipeline
         if pipeline not in self.pipelines:
             return self._ignored(model, f"unknown pipeline {pipeline!r}", evidence)
-        with self._lock:
+        with self._lock, self.store.exclusive(f"policy:{model}"):
             now = self.store.now()
             decision = decide_on_alert(model, pipeline, fingerprint, starts_at, policy,
                                        self.history(model, now), now, evidence)

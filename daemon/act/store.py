@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from detectors.result import DetectorResult, Verdict
 from lifeguard.state import fencing
 from lifeguard.state.engine import (
     StoreError,
+    exclusive,
     insert_new,
     make_engine,
     read,
@@ -275,6 +277,12 @@ class StateStore:
         return [Transition(ts=r["ts"], from_state=RunState(r["from_state"]) if r["from_state"]
                            else None, to_state=RunState(r["to_state"]), step=r["step"],
                            actor=r["actor"], evidence=json.loads(r["evidence"])) for r in rows]
+
+    @contextmanager
+    def exclusive(self, key: str) -> Iterator[None]:
+        """Hold ``key`` against every instance sharing this store (PostgreSQL)."""
+        with exclusive(self._engine, key):
+            yield
 
     # -- leases ----------------------------------------------------------------------------
 

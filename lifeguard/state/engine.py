@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -102,6 +102,20 @@ def write(engine: Engine) -> Iterator[Connection]:
 def read(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as conn, conn.begin():
         yield conn
+
+
+@contextmanager
+def exclusive(engine: Engine, key: str) -> Iterator[None]:
+    """Serialise a read-decide-write sequence (say, a policy's gates and the run they let
+    through) across every instance on this database: a PostgreSQL advisory lock on ``key``,
+    held by its own transaction until the block ends. On SQLite (one instance) a no-op: the
+    caller's own thread lock suffices, and a second connection's write lock would deadlock."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn, conn.begin():
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
+        yield
 
 
 def insert_new(conn: Connection, table: Table, **values: Any) -> bool:
