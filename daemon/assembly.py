@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from actions.pipeline import STEP_REFS
 from daemon.act.champions import Champions
 from daemon.act.control import ControlPlane
-from daemon.act.run_metrics import RunCollector
+from daemon.act.run_metrics import OwnershipCollector, RunCollector
 from daemon.act.store import StateStore
 from daemon.config import DaemonConfig, ModelConfig
 from daemon.ingest.batch import EventSink, PartitionBatch, TopicPartitionId
@@ -177,6 +177,7 @@ def build_control(config: DaemonConfig, store: StateStore, windows: WindowStore,
         champion_provider=champions, deployed_version=deployed, owns=owns,
         step_registry=STEP_REFS, worker_env=worker_environment(config, api_url))
     registry.register(RunCollector(store, deployed))
+    registry.register(OwnershipCollector([m.name for m in config.models], owns))
     canary = config.fleet.rollout.canary if config.fleet is not None else CanaryConfig()
     routers = [control.router, canary_analysis_router(WindowJudge(windows, canary), rollouts)]
     return control, routers

@@ -65,6 +65,8 @@ def test_kill9_of_the_owner_mid_run_the_survivor_finishes_it_once(
             d.start()
         wait_until(lambda: all(d.count("lifeguard_assigned_partitions") >= 1
                                for d in daemons.values()), 60, what="both in the group")
+        wait_until(lambda: sum(metric_sum(d.metrics(), "lifeguard_model_owned", model="m")
+                               for d in daemons.values()) == 1, 30, what="exactly one owner")
         answer = httpx.post(daemons["a"].url + "/api/v1/alerts", json=payload(),
                             headers={"Authorization": f"Bearer {TOKEN}"}).json()
         (run_id,) = answer["runs_created"]
@@ -91,3 +93,4 @@ def test_kill9_of_the_owner_mid_run_the_survivor_finishes_it_once(
     assert starts.count("0") == 1, "the finished step is not run again"
     assert starts.count("2") == 1, "exactly one deploy"
     assert metric_sum(text, "lifeguard_assigned_partitions") == 3, "the survivor has them all"
+    assert metric_sum(text, "lifeguard_model_owned", model="m") == 1
