@@ -12,9 +12,8 @@ import pytest
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from postgres import Cluster
-
     from daemon.ingest.broker import LocalBroker
+    from harness.postgres import Cluster
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -32,7 +31,7 @@ def broker() -> Iterator[LocalBroker]:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Cluster]:
     """One throwaway PostgreSQL cluster for the session (``make test`` installs postgresql-15)."""
-    import postgres as pg
+    import harness.postgres as pg
 
     if not pg.available():
         pytest.fail(f"PostgreSQL server binaries missing under {pg.BIN}: "

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from policy_fixtures import quick_pipeline
-from postgres import Cluster
 
 from daemon.act.config import ModelPolicy
 from daemon.act.policy import PolicyEngine
 from daemon.act.store import StateStore
+from harness.postgres import Cluster
 
 
 @pytest.mark.parametrize(("policy", "expected"), [

@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 from policy_fixtures import TESTS
-from postgres import Cluster
 from procs import DaemonProcess, metric_sum, wait_until
 from test_alerts_webhook import payload
 
 from daemon.ingest.broker import LocalBroker, ensure_topics
+from harness.postgres import Cluster
 
 TOKEN = "scale-t0ken"
 

@@ -1,5 +1,6 @@
-"""A throwaway PostgreSQL cluster for a test session, from Debian's postgresql-15 server
-binaries: initdb in a temp dir, a free loopback port, trust auth, stopped and removed after.
+"""A throwaway PostgreSQL cluster for a test session or a benchmark, from Debian's
+postgresql-15 server binaries: initdb in a temp dir, a free loopback port, trust auth,
+stopped and removed after.
 
 initdb and postgres refuse to run as root, so as root they run as the ``postgres`` user.
 """
