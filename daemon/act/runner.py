@@ -94,10 +94,10 @@ class Runner:
     def start(self) -> Runner:
         """Resume interrupted runs, then schedule queued ones in a background thread."""
         for run in self.store.list_runs(states=[RunState.RUNNING], limit=10_000):
-            if not self._owns(run.model):
-                continue
             if self._take_over:  # its previous holder was this instance, before a restart
                 self.store.acquire_lease(run.id, self.leases.owner, self.leases.ttl_s, force=True)
+            if not self._owns(run.model):  # (a daemon owns nothing before it joins its group)
+                continue
             self.store.audit("run.resuming", "runner", run.model, run.id,
                              {"next_step": run.next_step, "n_steps": run.n_steps})
         self._loop = threading.Thread(target=self._schedule_forever, name="lifeguard-runner",
