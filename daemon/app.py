@@ -38,7 +38,8 @@ class Daemon:
         disable_created_metrics()
         self.registry = registry or CollectorRegistry()
         self.metrics = IngestMetrics(self.registry)
-        self.store = StateStore(config.state.location)
+        self.store = StateStore(config.state.location,
+                                breach_reminder_s=config.audit.breach_reminder)
         self.monitoring = build_monitoring(config, self.registry, [self._on_evaluation])
         self.sink = FanoutSink([MetricsSink(self.metrics), self.monitoring.windows,
                                 EvaluatorNudge(self.monitoring.evaluator)])

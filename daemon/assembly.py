@@ -129,7 +129,15 @@ def build_monitoring(config: DaemonConfig, registry: CollectorRegistry,
         models[m.name] = ModelEvaluation(suite_of(m), m.evaluation,
                                          embeddings=caches[m.embedding_model],
                                          report_dir=m.evaluation.report_dir or default_reports)
-    evaluator = Evaluator(windows, models, registry, sinks)
+    workspaces = {m.name: m.evaluation.evidently_workspace for m in config.models
+                  if m.evaluation.evidently_workspace is not None}
+    if not workspaces:
+        return Monitoring(windows, Evaluator(windows, models, registry, sinks))
+    from daemon.monitor.evidently_workspace import EvidentlyWorkspaceSink
+
+    evidently = EvidentlyWorkspaceSink(workspaces)
+    evaluator = Evaluator(windows, models, registry, [*sinks, evidently],
+                          report_sinks=[evidently.add_report])
     return Monitoring(windows, evaluator)
 
 

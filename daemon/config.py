@@ -21,6 +21,7 @@ from pydantic import (
 
 from daemon.act.config import (
     AlertsConfig,
+    AuditConfig,
     ModelPolicy,
     PipelineConfig,
     PolicySettings,
@@ -132,6 +133,7 @@ class DaemonConfig(StrictModel):
     fleet: FleetConfig | None = Field(
         None, description="The serving fleet the deploy step rolls out to; none = no deploys.")
     alerts: AlertsConfig = AlertsConfig()
+    audit: AuditConfig = AuditConfig()
 
     @model_validator(mode="after")
     def _pipelines_exist(self) -> DaemonConfig:

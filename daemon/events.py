@@ -20,16 +20,33 @@ NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 Rating = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Scalar = str | float | bool | None
+Role = Literal["system", "user", "assistant", "tool"]
 # RFC 3339 string or epoch milliseconds.
 Timestamp = datetime | float
 
 
+class ChatMessage(msgspec.Struct, frozen=True):
+    """One turn of a chat request, as OpenAI-compatible servers take it (text content only)."""
+
+    role: Role
+    content: str | None = None
+
+
+# ``input`` holds flat features, ``text``, a completion's ``prompt``, or a chat's ``messages``
+# (the only key whose value may be a list).
+InputValue = Scalar | list[ChatMessage]
+# Sampling parameters of a generative request (temperature, max_tokens, stop, ...).
+ParamValue = Scalar | list[str]
+
+
 class Output(msgspec.Struct, frozen=True):
-    """What the model answered: ``label``/``score`` for classifiers, ``text`` for generators."""
+    """What the model answered: ``label``/``score`` for classifiers, ``text`` for generators
+    (with the ``finish_reason`` an OpenAI-compatible server reports: stop, length, ...)."""
 
     label: str | int | None = None
     score: float | None = None
     text: str | None = None
+    finish_reason: str | None = None
 
 
 class InferenceEvent(msgspec.Struct, tag_field="schema", tag=INFERENCE_SCHEMA, frozen=True):
@@ -44,7 +61,8 @@ class InferenceEvent(msgspec.Struct, tag_field="schema", tag=INFERENCE_SCHEMA, f
     tokens_out: NonNegativeInt | None = None
     status: Literal["ok", "error"] = "ok"
     error: str | None = None
-    input: dict[str, Scalar] | None = None
+    input: dict[str, InputValue] | None = None
+    params: dict[str, ParamValue] | None = None
     output: Output | None = None
 
     @property
@@ -96,6 +114,7 @@ def decode(value: bytes | None, max_bytes: int = 1 << 20) -> Event:
         reason = "invalid_utf8" if "UTF-8" in str(exc) else "bad_json"
         raise EventError(reason, str(exc)) from None
     _check_finite(event)
+    _check_input(event)
     return event
 
 
@@ -135,8 +154,20 @@ def _check_finite(event: Event) -> None:
         if event.input is not None:
             numbers.extend((f"input.{k}", v) for k, v in event.input.items()
                            if isinstance(v, float))
+        if event.params is not None:
+            numbers.extend((f"params.{k}", v) for k, v in event.params.items()
+                           if isinstance(v, float))
     else:
         numbers = [("ts", None if isinstance(event.ts, datetime) else event.ts)]
     for field, number in numbers:
         if number is not None and not math.isfinite(number):
             raise EventError("not_finite", f"`{field}` must be a finite number, got {number}")
+
+
+def _check_input(event: Event) -> None:
+    if not isinstance(event, InferenceEvent) or event.input is None:
+        return
+    for key, value in event.input.items():
+        if isinstance(value, list) and key != "messages":
+            raise EventError("wrong_type", f"`input.{key}` must be a scalar: only "
+                                           "`input.messages` holds a list")

@@ -233,6 +233,21 @@ class OnnxCausalLM(_OnnxModel):
                 out[i].append(token)
         return [self.tokenizer.decode(tokens, skip_special_tokens=True) for tokens in out]
 
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """BOS + the prompt's ids, keeping its end (where a chat asks for the answer) and room
+        for at least one new token."""
+        row = encode_lm(self.tokenizer, prompt, 10**9)
+        return row[-(self.max_length - 1):]
+
+    def next_token(self, row: Sequence[int]) -> int | None:
+        """One greedy step for streaming; None when the model ends the text (EOS) or the
+        context is full."""
+        if len(row) >= self.max_length:
+            return None
+        ids = np.asarray([row], dtype=np.int64)
+        token = int(self.run(ids, np.ones_like(ids))[0, -1].argmax())
+        return None if token == self.tokenizer.eos_token_id else token
+
     def nll(self, texts: Sequence[str], prompts: Sequence[str] | None = None) -> np.ndarray:
         """Mean negative log-likelihood per text; with ``prompts``, of the text given its prompt
         (prompt tokens are context, not scored)."""

@@ -1,6 +1,7 @@
 """The reference serving replica: Open Inference Protocol v2 over HTTP (health, model ready,
 metadata, infer), Triton's repository extension (index, load, unload), a plain-text endpoint,
-and one InferenceEvent per request to Kafka — the fleet is the daemon's data source."""
+OpenAI-compatible /v1 endpoints for its generators (deploy.openai_api), and one InferenceEvent
+per request to Kafka — the fleet is the daemon's data source."""
 
 from __future__ import annotations
 
@@ -23,8 +24,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from daemon.events import InferenceEvent, Output
 from deploy.emitter import EventEmitter
 from deploy.errors import DeployError
+from deploy.oip_binary import HEADER as BINARY_HEADER
+from deploy.oip_binary import read_request, write_response
+from deploy.openai_api import openai_router
 from deploy.replica_metrics import ReplicaMetrics
-from deploy.repository import ModelRepository, parse_version, validate_model_name
+from deploy.repository import (
+    ModelRepository,
+    parse_version,
+    triton_config,
+    validate_model_name,
+)
 from deploy.serving import ModelServer, Prediction, ServingError
 
 log = logging.getLogger(__name__)
@@ -90,6 +99,8 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
     app = FastAPI(title="lifeguard replica", lifespan=lifespan)
     app.state.server = server
     app.state.emitter = emitter
+    app.include_router(openai_router(server, emitter.emit, metrics.observe,
+                                     settings.replica_name))
 
     def log_event(slot_name: str, request_id: str, text: str, started: float,
                   prediction: Prediction | None, error: str | None, version: int | None) -> None:
@@ -168,13 +179,23 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
                            "providers": list(getattr(slot.model, "providers", []))},
         })
 
+    @app.get("/v2/models/{name}/config")
+    @app.get("/v2/models/{name}/versions/{version}/config")
+    async def model_config(name: str, version: str | None = None) -> JSONResponse:
+        """Triton's model configuration (JSON form of ModelConfig) of the served version."""
+        try:
+            slot = server.get(name, None if version is None else parse_version(version))
+        except (ServingError, DeployError) as exc:
+            return _error(400, str(exc))
+        return JSONResponse(triton_config(name, slot.task, slot.version))
+
     # --- inference ------------------------------------------------------------------------
 
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
-    async def infer(name: str, request: Request, version: str | None = None) -> JSONResponse:
-        try:
-            body = await request.json()
+    async def infer(name: str, request: Request, version: str | None = None) -> Response:
+        try:  # JSON, or tritonclient's binary tensors (deploy.oip_binary)
+            body = read_request(await request.body(), request.headers.get(BINARY_HEADER))
             pinned = None if version is None else parse_version(version)
             inputs = {i["name"]: i for i in body["inputs"]}
             request_id = str(body.get("id") or request.headers.get(REQUEST_ID_HEADER)
@@ -187,12 +208,14 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
                 outputs, served = await _infer_tensors(name, inputs, pinned)
             else:
                 raise ServingError("inputs must include 'text' or 'input_ids'")
+            content, headers = write_response(
+                {"model_name": name, "model_version": str(served), "id": request_id,
+                 "outputs": outputs}, body)
         except (ServingError, DeployError, KeyError, TypeError, ValueError) as exc:
             return _error(400, f"{type(exc).__name__}: {exc}")
         except Exception as exc:
             return _error(500, repr(exc))
-        return JSONResponse({"model_name": name, "model_version": str(served), "id": request_id,
-                             "outputs": outputs}, headers={REQUEST_ID_HEADER: request_id})
+        return Response(content, headers={**headers, REQUEST_ID_HEADER: request_id})
 
     async def _infer_text(name: str, texts: list[Any], request_id: str, pinned: int | None,
                           max_new: int) -> tuple[list[dict[str, Any]], int]:

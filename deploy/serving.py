@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from deploy.batching import MicroBatcher
 from deploy.repository import ModelRepository, parse_version, validate_model_name
 
 Device = Literal["auto", "cpu", "cuda"]
+T = TypeVar("T")
 
 
 class ServingError(Exception):
@@ -132,6 +133,11 @@ class ModelServer:
         loop = asyncio.get_running_loop()
         logits = await loop.run_in_executor(self._pool, slot.model.run, input_ids, attention_mask)
         return slot.version, logits
+
+    async def in_pool(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the inference threads (a streamed generation's steps take turns
+        there with the micro-batches)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def close(self) -> None:
         for batcher in self._batchers.values():

@@ -22,7 +22,7 @@ def drift_report(suite: DetectorSuite, reference: PreparedReference | WindowData
                  current: WindowData | pd.DataFrame, *, timestamp: datetime,
                  max_rows: int = 20_000, include_embeddings: bool = False,
                  plot_rows: int = 300, name: str | None = None,
-                 metadata: dict[str, str] | None = None) -> Any:
+                 metadata: dict[str, str] | None = None, tags: list[str] | None = None) -> Any:
     """An Evidently ``Snapshot`` of every drift test the suite runs, with explicit methods.
 
     ``timestamp`` is the evaluation's time (detectors read no clock). Each side is thinned to
@@ -97,7 +97,7 @@ def drift_report(suite: DetectorSuite, reference: PreparedReference | WindowData
                 for cols in (cur_cols, ref_cols)]
     with _tsne_rows(plot_rows):
         return Report(metrics).run(datasets[0], datasets[1], timestamp=timestamp, name=name,
-                                   metadata=metadata)
+                                   metadata=metadata, tags=tags)
 
 
 @contextmanager

@@ -61,3 +61,23 @@ def prepare_base_model(cache: Path, n_train: int = 2000, seed: int = 0,
     done.write_text(json.dumps(record, indent=2))
     del exported
     return BaseModel(fine_tuned.model_dir, quantized.model_dir, record["metrics"])
+
+
+def prepare_tiny_base_model(cache: Path, seed: int = 0) -> BaseModel:
+    """For tests of the demo's plumbing (``lifeguard demo --tiny``): a tiny classifier built in
+    seconds and exported to ONNX fp32. It learns little; the loop's numbers mean nothing."""
+    from harness.tiny_models import build_classifier, build_onnx_classifier
+    from simulator.corpus import tokenizer_texts, training_examples
+
+    root = cache / f"tiny-{seed}"
+    done = root / "base.json"
+    if done.is_file():
+        record = json.loads(done.read_text())
+        return BaseModel(Path(record["checkpoint"]), Path(record["deployable"]), {})
+    shutil.rmtree(root, ignore_errors=True)
+    checkpoint = build_classifier(root / "checkpoint", training_examples(400, seed=seed),
+                                  seed=seed, steps=30, tokenizer_texts=tokenizer_texts(200),
+                                  max_length=48)
+    deployable = build_onnx_classifier(root / "onnx", model_dir=checkpoint)
+    done.write_text(json.dumps({"checkpoint": str(checkpoint), "deployable": str(deployable)}))
+    return BaseModel(checkpoint, deployable, {})

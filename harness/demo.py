@@ -3,21 +3,72 @@ It lives in the source checkout (the wheel does not ship the stack)."""
 
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so that one path stops the stack; exits 0, not 130."""
+
+
+@contextmanager
+def _signals_stop_once() -> Iterator[None]:
+    """SIGINT and SIGTERM raise in the main thread, once; a second signal while the stack is
+    stopping exits at once (the children get SIGTERM from the kernel as their parent dies)."""
+    fired = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal fired
+        if fired:
+            os._exit(128 + signum)
+        fired = True
+        raise Stopped() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def run_demo(approve: bool, workdir: Path, rate: float, shift_at: float, duration: float,
-             after_recovery: float) -> int:
-    """Run the demo scenario; returns the process exit code (130 when interrupted)."""
+             after_recovery: float, tiny: bool = False) -> int:
+    """Run the demo scenario; returns the process exit code (130 after Ctrl-C, 0 after
+    SIGTERM: both stop the whole stack in order first)."""
+    from rich.console import Console
+
+    console = Console()
+    with _signals_stop_once():
+        try:
+            return _run(console, approve, workdir, rate, shift_at, duration, after_recovery,
+                        tiny)
+        except Stopped:
+            console.print("[yellow]terminated: the stack is stopped[/]")
+            return 0
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted: the stack is stopped[/]")
+            return 130
+
+
+def _run(console: Console, approve: bool, workdir: Path, rate: float, shift_at: float,
+         duration: float, after_recovery: float, tiny: bool) -> int:
     import logging
     import shutil
     import time
 
-    from rich.console import Console
     from rich.live import Live
 
-    from harness.base_model import prepare_base_model
-    from harness.loop import LoopResult, run_scenario
+    from harness.base_model import prepare_base_model, prepare_tiny_base_model
+    from harness.loop import run_scenario
     from harness.processes import TOKEN, LoopSettings, Stack
     from harness.report import summary_line, write_report
     from harness.view import render
@@ -25,41 +76,42 @@ def run_demo(approve: bool, workdir: Path, rate: float, shift_at: float, duratio
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    console = Console()
     workdir = workdir.resolve()
     console.rule("[bold]lifeguard demo: the closed loop")
     started = time.monotonic()
-    with console.status("preparing the base model (first run: fine-tunes MiniLM on the "
-                        "electronics reviews, about two minutes; cached after)"):
-        base = prepare_base_model(workdir / "cache")
+    if tiny:
+        base = prepare_tiny_base_model(workdir / "cache")
+    else:
+        with console.status("preparing the base model (first run: fine-tunes MiniLM on the "
+                            "electronics reviews, about two minutes; cached after)"):
+            base = prepare_base_model(workdir / "cache")
     console.print(f"base model ready in {time.monotonic() - started:.0f}s: {base.checkpoint}")
     run_dir = workdir / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
-    settings = LoopSettings(mode="approve" if approve else "auto")
+    mode = "approve" if approve else "auto"
+    settings = (LoopSettings(mode=mode, replicas=2, window=300, reference=200, min_labels=100,
+                             embedding_sample=0, train_lr=2e-3, train_max_length=48)
+                if tiny else LoopSettings(mode=mode))
     scenario = ScenarioConfig(kind="abrupt-shift", rate=rate, duration_s=duration,
                               shift_at_s=shift_at, label_delay_s=3.0, label_jitter_s=2.0,
                               label_coverage=0.9, seed=7)
     hint: str | None = None
-    result: LoopResult | None = None
     with Stack(run_dir, settings) as stack:
-        with console.status("starting the broker, three replicas and the daemon"):
+        with console.status(f"starting the broker, {settings.replicas} replicas and the "
+                            "daemon"):
             stack.start(base.checkpoint, base.deployable)
         console.print(f"daemon: {stack.daemon_url}  (metrics at /metrics, API at /api/v1, "
                       f"token {TOKEN})")
+        console.print(f"stack pids: {' '.join(str(pid) for pid in stack.pids())}")
         if approve:
             hint = (f"LIFEGUARD_URL={stack.daemon_url} LIFEGUARD_TOKEN={TOKEN} "
                     "lifeguard approve {run}")
-        try:
-            with Live(console=console, refresh_per_second=2, transient=False) as live:
-                def tick(state):  # type: ignore[no-untyped-def]
-                    live.update(render(state, hint))
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            def tick(state):  # type: ignore[no-untyped-def]
+                live.update(render(state, hint))
 
-                result = run_scenario(stack, scenario, on_tick=tick,
-                                      after_recovery_s=after_recovery)
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted: stopping the stack cleanly[/]")
-    if result is None:
-        return 130
+            result = run_scenario(stack, scenario, on_tick=tick,
+                                  after_recovery_s=after_recovery)
     report = write_report(result, workdir / "report.html")
     console.rule("summary")
     for moment in result.state.moments:
@@ -67,5 +119,4 @@ def run_demo(approve: bool, workdir: Path, rate: float, shift_at: float, duratio
             console.print(f"{moment.t_s:7.1f}s  {moment.kind:<11} {moment.text}")
     console.print(f"[bold]{summary_line(result)}[/]")
     console.print(f"report: {report}")
-
     return 0

@@ -113,7 +113,7 @@ class Observer:
         for run in self.stack.api(f"/runs?model={MODEL}").get("runs", []):
             rid = run["id"]
             if rid not in state.runs:
-                state.mark("run", f"run {rid[:12]} created ({run['pipeline']}, {run['mode']})")
+                state.mark("run", f"run {rid} created ({run['pipeline']}, {run['mode']})")
             state.runs[rid] = run
             done = run.get("step", 0)
             if done != self._run_steps.get(rid, 0) or run["state"] != self._run_states.get(rid):
@@ -126,7 +126,7 @@ class Observer:
                     self._run_states[rid] = run["state"]
                     if run["state"] in ("succeeded", "failed", "rolled_back", "rejected"):
                         state.mark(run["state"] if run["state"] != "succeeded" else "promoted",
-                                   f"run {rid[:12]} {run['state']}"
+                                   f"run {rid} {run['state']}"
                                    + (f": {run['error']}" if run.get("error") else ""))
 
 
@@ -154,9 +154,11 @@ def accuracy_between(snapshot: Any, start_s: float, end_s: float | None) -> floa
 
 def run_scenario(stack: Stack, scenario: Any, on_tick: Callable[[LoopState], None] | None = None,
                  poll_s: float = 1.0, settle_s: float = 10.0,
-                 after_recovery_s: float | None = None) -> LoopResult:
+                 after_recovery_s: float | None = None,
+                 interrupt_stop_s: float = 3.0) -> LoopResult:
     """Drive ``scenario`` through the replicas until it ends, or until ``after_recovery_s``
-    past the recovery (the post-recovery accuracy needs only that much traffic)."""
+    past the recovery (the post-recovery accuracy needs only that much traffic). On Ctrl-C the
+    simulator is stopped within ``interrupt_stop_s`` and the interrupt goes on up."""
     from simulator.drivers import ReplicaConfig
     from simulator.runner import Simulator
 
@@ -190,7 +192,13 @@ def run_scenario(stack: Stack, scenario: Any, on_tick: Callable[[LoopState], Non
                     >= state.shift_at_s + state.recover_s + settle_s + after_recovery_s):
                 simulator.stop()
     except KeyboardInterrupt:
-        simulator.stop()
+        # The simulator stops first, while the broker and the replicas still run: its
+        # requests in flight finish and its producer flushes in well under a second.
+        stack.note("interrupted: stopping the simulator")
+        stopping = time.monotonic()
+        simulator.stop(timeout_s=interrupt_stop_s)
+        stack.note(f"simulator {'stopped' if simulator.done else 'NOT stopped'} in "
+                   f"{time.monotonic() - stopping:.2f}s")
         raise
     observer.poll()
     state.simulator = snapshot = simulator.snapshot()

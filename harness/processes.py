@@ -22,7 +22,7 @@ import httpx
 import yaml
 
 from daemon.ingest.broker import LocalBroker, ensure_topics, free_port
-from lifeguard.processes import die_with_parent
+from lifeguard.processes import own_group_dying_with_parent
 
 MODEL = "sentiment"
 TOPIC = "inference"
@@ -49,11 +49,22 @@ class LoopSettings:
     extra_model: dict[str, Any] = field(default_factory=dict)
 
 
-def _detach_but_die_with_us() -> None:
-    """A session of its own (Ctrl-C reaches the stack, which stops children in order), yet a
-    child never outlives the stack: the kernel sends it SIGTERM if the stack dies."""
-    os.setsid()
-    die_with_parent(signal.SIGTERM)
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
+    """SIGTERM each leader, wait for all together until ``timeout_s``, then SIGKILL what is
+    left of each process group (a leader's own children included)."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # leftovers in its group, or a stuck leader
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(2)
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -88,8 +99,13 @@ class Stack:
         repository = ModelRepository(self.repository)
         if repository.latest(MODEL) is None:
             repository.publish(MODEL, deployable, trigger="initial deployment")
-        for i in range(self.settings.replicas):
-            self._start_replica(i)
+        # Spawned together, then awaited: each replica's start-up is mostly imports.
+        pending = [self._start_replica(i) for i in range(self.settings.replicas)]
+        for i, url in enumerate(pending):
+            wait_for(lambda url=url: httpx.get(f"{url}/v2/health/ready",  # type: ignore[misc]
+                                               timeout=2).status_code == 200,
+                     120, f"replica-{i}")
+            self.replica_urls.append(url)
         self._start_daemon(checkpoint)
         return self
 
@@ -99,21 +115,19 @@ class Stack:
                "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false"}
         proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", *args], stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                preexec_fn=_detach_but_die_with_us)
+                                preexec_fn=own_group_dying_with_parent)
         self._procs.append((name, proc))
         return proc
 
-    def _start_replica(self, i: int) -> None:
+    def _start_replica(self, i: int) -> str:
+        """Spawn replica ``i``; returns its URL (the caller waits for it to be ready)."""
         assert self.broker is not None
         port = free_port()
-        url = f"http://127.0.0.1:{port}"
         self._spawn(f"replica-{i}", ["replica", "--repository", str(self.repository),
                                      "--model", MODEL, "--port", str(port),
                                      "--name", f"replica-{i}", "--kafka", self.broker.bootstrap,
                                      "--topic", TOPIC, "--threads", "1"])
-        wait_for(lambda: httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200,
-                 120, f"replica-{i}")
-        self.replica_urls.append(url)
+        return f"http://127.0.0.1:{port}"
 
     def daemon_config(self, checkpoint: Path, port: int) -> dict[str, Any]:
         s = self.settings
@@ -197,21 +211,36 @@ class Stack:
 
     # -- stop ---------------------------------------------------------------------------------
 
-    def stop(self, timeout_s: float = 15.0) -> None:
-        """SIGTERM everything (the daemon first: it commits and exits 0), then the broker."""
-        for name, proc in sorted(self._procs, key=lambda p: p[0] != "daemon"):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(5)
-            del name
+    def pids(self) -> list[int]:
+        """Every child process this stack started (the broker included) that still runs."""
+        pids = [proc.pid for _, proc in self._procs if proc.poll() is None]
+        if self.broker is not None and self.broker.pid is not None:
+            pids.append(self.broker.pid)
+        return pids
+
+    def stop(self, timeout_s: float = 4.0) -> None:
+        """Stop in dependency order within ``timeout_s``: SIGTERM the daemon first (it commits
+        its offsets while the broker is up), then the replicas (they flush their event logs to
+        the broker), wait for them together, and stop the broker last. A child still running
+        at the deadline is killed with its whole process group, so nothing outlives the
+        stack. The simulator, which feeds them all, is stopped before this by its owner."""
+        started = time.monotonic()
+        ordered = sorted(self._procs, key=lambda p: p[0] != "daemon")
+        stop_processes([proc for _, proc in ordered], timeout_s)
+        self.note(f"daemon and replicas stopped in {time.monotonic() - started:.2f}s")
         self._procs.clear()
         if self.broker is not None:
+            started = time.monotonic()
             self.broker.stop()
             self.broker = None
+            self.note(f"broker stopped in {time.monotonic() - started:.2f}s")
+
+    def note(self, text: str) -> None:
+        """One timestamped line in ``logs/stack.log``: what the stack did, for a post-mortem."""
+        if self.logs.is_dir():
+            with open(self.logs / "stack.log", "a") as log:
+                log.write(f"{time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} "
+                          f"{text}\n")
 
     def __enter__(self) -> Stack:
         return self

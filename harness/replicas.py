@@ -23,7 +23,7 @@ from daemon.events import FeedbackEvent, InferenceEvent, Output, encode
 from daemon.ingest.broker import free_port
 from deploy.judge import TrafficJudge
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "sentiment"
 TOPIC = "inference"
 

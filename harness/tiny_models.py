@@ -264,3 +264,13 @@ def cached_onnx_classifier(precision: str = "fp32", domain: str = "electronics")
         out, precision="fp32" if precision == "fp32" else "int8",
         model_dir=cached_classifier(domain),
     )
+
+
+@functools.cache
+def cached_onnx_causal_lm(domain: str = "electronics") -> Path:
+    """The cached tiny GPT-2 exported to ONNX per the artifact contract (fp32)."""
+    from actions.export import export_model
+
+    out = _cache_root() / f"onnx-lm-{domain}"
+    export_model(cached_causal_lm(domain), out)
+    return out

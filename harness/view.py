@@ -69,10 +69,12 @@ def _verdicts(state: LoopState) -> Panel:
 
 def _runs(state: LoopState, approve_hint: str | None) -> Panel:
     table = Table(expand=True, show_edge=False)
-    for column in ("run", "pipeline", "state", "step"):
-        table.add_column(column)
+    # The run id is what `lifeguard approve` needs: never cut, the other columns fold.
+    table.add_column("run", no_wrap=True, min_width=max([3, *map(len, state.runs)]))
+    for column in ("pipeline", "state", "step"):
+        table.add_column(column, overflow="fold")
     for rid, run in state.runs.items():
-        table.add_row(rid[:16], run["pipeline"], run["state"],
+        table.add_row(rid, run["pipeline"], run["state"],
                       f"{run.get('step', 0)}/{run.get('n_steps', '?')}")
         if run["state"] == "pending_approval" and approve_hint:
             table.add_row("", "", f"[bold yellow]{approve_hint.format(run=rid)}[/]", "")

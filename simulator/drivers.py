@@ -4,6 +4,7 @@ Also the Kafka side of labels: FeedbackEvents, key = model name."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -94,12 +95,34 @@ class Driver(Protocol):
     async def close(self) -> None: ...
 
 
+DELIVERY_TIMEOUT_MS = 5_000  # a record not acknowledged by then fails (and is counted)
+
+
 def make_producer(bootstrap: str, connect_timeout_s: float = 10.0) -> KafkaProducer:
     from kafka import KafkaProducer
 
+    # A bounded delivery time, so that flushing at close ends even when the broker went away
+    # first; kafka-python's default (two minutes) outlived every Ctrl-C.
     return KafkaProducer(bootstrap_servers=bootstrap.split(","), linger_ms=5, acks=1,
-                         retries=5, max_block_ms=10_000,
+                         retries=5, max_block_ms=10_000, request_timeout_ms=3_000,
+                         delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
                          bootstrap_timeout_ms=int(connect_timeout_s * 1000))
+
+
+def close_producer(producer: KafkaProducer, timeout_s: float) -> bool:
+    """Flush for at most ``timeout_s``, then close. False when records were still pending: they
+    fail through their errbacks, which count them as dropped. Closing here also drops
+    kafka-python's atexit hook, which would otherwise block on a dead broker at exit."""
+    from kafka.errors import KafkaTimeoutError
+
+    try:
+        producer.flush(timeout=timeout_s)
+        producer.close(timeout=1.0)
+        return True
+    except KafkaTimeoutError:
+        with contextlib.suppress(KafkaTimeoutError):
+            producer.close(timeout=0)
+        return False
 
 
 class DirectDriver:

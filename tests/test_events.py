@@ -128,3 +128,45 @@ def test_round_trip_of_generated_traffic() -> None:
         again = decode(encode(event))
         assert again == event
         assert math.isfinite(event.latency_ms) and event.latency_ms >= 0
+
+
+def test_chat_messages_params_and_finish_reason_parse() -> None:
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": None}, {"role": "tool", "content": "42"}]
+    event = decode(_bytes(input={"messages": messages},
+                          params={"temperature": 0.0, "max_tokens": 8, "stop": ["\n"]},
+                          output={"text": "hello", "finish_reason": "length"}))
+    assert isinstance(event, InferenceEvent) and event.input is not None
+    chat = event.input["messages"]
+    assert isinstance(chat, list) and [m.role for m in chat] == [
+        "system", "user", "assistant", "tool"]
+    assert chat[1].content == "hi" and chat[2].content is None
+    assert event.params == {"temperature": 0.0, "max_tokens": 8, "stop": ["\n"]}
+    assert event.output is not None and event.output.finish_reason == "length"
+    assert decode(encode(event)) == event
+
+
+def test_completion_prompt_input_parses() -> None:
+    event = decode(_bytes(input={"prompt": "Once upon"}, output={"text": " a time"}))
+    assert isinstance(event, InferenceEvent) and event.input == {"prompt": "Once upon"}
+
+
+@pytest.mark.parametrize(("changes", "reason"), [
+    ({"input": {"messages": [{"role": "robot", "content": "x"}]}}, "invalid_value"),
+    ({"input": {"messages": [{"content": "x"}]}}, "missing_field"),
+    ({"input": {"tags": [{"role": "user", "content": "x"}]}}, "wrong_type"),
+    ({"params": {"stop": [1, 2]}}, "wrong_type"),
+    ({"output": {"text": "x", "finish_reason": 3}}, "wrong_type"),
+])
+def test_bad_generative_fields_fail_with_a_reason(changes: dict[str, object],
+                                                  reason: str) -> None:
+    with pytest.raises(EventError) as info:
+        decode(_bytes(**changes))
+    assert info.value.reason == reason, info.value.detail
+
+
+def test_non_finite_sampling_params_are_rejected() -> None:
+    message = _bytes(params={"top_p": 1.0}).replace(b'"top_p": 1.0', b'"top_p": 1e400')
+    with pytest.raises(EventError) as err:
+        decode(message)
+    assert err.value.reason in {"not_finite", "out_of_range"}

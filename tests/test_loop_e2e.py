@@ -23,10 +23,9 @@ SETTINGS = LoopSettings(replicas=3, window=400, reference=300, evaluate_every=10
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny classifier trained on the base domain, exported and quantized like v1 would be."""
-    from tiny_models import build_classifier
-
     from actions.context import ActionPolicy, StepContext, TrainConfig
     from actions.steps import run_pipeline
+    from harness.tiny_models import build_classifier
     from simulator.corpus import tokenizer_texts, training_examples
 
     root = tmp_path_factory.mktemp("base")
@@ -74,7 +73,7 @@ def test_shift_is_detected_retrained_and_recovered(base: tuple[Path, Path],
     model = next(m for m in status["models"] if m["model"] == "sentiment")
     assert model["deployed_version"] == "2"
     actions = [entry["action"] for entry in audit]
-    for expected in ("evaluation.breached", "run.running", "run.step_done", "run.succeeded"):
+    for expected in ("breach.began", "run.running", "run.step_done", "run.succeeded"):
         assert expected in actions, (expected, sorted(set(actions)))
     assert actions.count("run.step_done") == 5
 

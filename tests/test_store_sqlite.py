@@ -45,12 +45,14 @@ def test_evaluations_round_trip_and_are_stored_once(store: StateStore) -> None:
     ev = evaluation("m", 7, {"drift.distribution[text]": True, "latency.p95_ms": False})
     assert store.add_evaluation(ev) and not store.add_evaluation(ev)
     assert store.get_evaluation(ev.id) == ev
-    breached = [a for a in store.list_audit() if a.action == "evaluation.breached"]
+    breached = [a for a in store.list_audit() if a.action == "breach.began"]
     assert len(breached) == 1 and breached[0].evidence["evaluation_id"] == ev.id
     calm = evaluation("m", 8, {"latency.p95_ms": False})
     store.add_evaluation(calm)
     assert [e.id for e in store.list_evaluations("m")] == [calm.id, ev.id]
-    assert len(store.list_audit()) == 1  # calm evaluations are not audit-worthy
+    store.add_evaluation(evaluation("m", 9, {"latency.p95_ms": False}))
+    # A calm evaluation is audit-worthy only when it ends a breach.
+    assert [a.action for a in store.list_audit()] == ["breach.began", "breach.ended"]
 
 
 def test_transitions_are_guarded_and_audited(store: StateStore, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -38,8 +38,9 @@ def evaluation_json(ev: Evaluation, with_results: bool = False) -> dict[str, Any
         "id": ev.id, "model": ev.model, "model_version": ev.model_version, "ts": ev.ts,
         "window_end_offset": ev.window_end_offset, "breached": ev.breached,
         "breaches": [{"key": r.key, "statistic": _finite(r.statistic),
-                      "threshold": _finite(r.threshold),
-                      "direction": r.direction} for r in ev.breaches],
+                      "threshold": _finite(r.threshold), "direction": r.direction,
+                      "n_reference": r.n_reference, "n_current": r.n_current,
+                      "method": r.method} for r in ev.breaches],
     }
     if with_results:
         out["results"] = [{"key": r.key, "statistic": _finite(r.statistic),
@@ -48,6 +49,24 @@ def evaluation_json(ev: Evaluation, with_results: bool = False) -> dict[str, Any
                            "n_reference": r.n_reference, "n_current": r.n_current,
                            "method": r.method} for r in ev.results]
     return out
+
+
+def trigger_evaluations(store: StateStore, run: ActionRun,
+                        reference: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The evaluations that triggered ``run`` (oldest first), each with its breached detectors'
+    numbers and the reference its current window was compared against."""
+    ids = run.evidence.get("evaluation_ids")
+    out = []
+    for evaluation_id in ids if isinstance(ids, list) else []:
+        ev = store.get_evaluation(str(evaluation_id))
+        if ev is None:
+            out.append({"id": evaluation_id, "missing": True})
+            continue
+        described = dict(reference or {})
+        if described.get("kind") == "first_n":
+            described["version"] = ev.model_version  # each version is judged on its own
+        out.append({**evaluation_json(ev), "reference": described})
+    return sorted(out, key=lambda e: (e.get("ts") or 0.0, e.get("window_end_offset") or 0))
 
 
 def _run_summary(run: ActionRun) -> dict[str, Any]:
@@ -64,9 +83,12 @@ def create_router(
     alert_labels: AlertsConfig | None = None,
     on_change: Callable[[], None] | None = None,
     deployed_version: Callable[[str], str | None] | None = None,
+    references: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> APIRouter:
     """``on_change`` is called after an approval or resume (the runner's ``wake``);
-    ``deployed_version(model)`` answers what the fleet serves, when the daemon knows."""
+    ``deployed_version(model)`` answers what the fleet serves, when the daemon knows;
+    ``references[model]`` describes what the model's windows are compared against."""
+    references = dict(references or {})
     labels = alert_labels or AlertsConfig()
     router = APIRouter(prefix=PREFIX)
 
@@ -140,12 +162,16 @@ def create_router(
 
     @router.get("/runs")
     def runs(model: str | None = None, state: str | None = None,
-             limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+             limit: int = Query(100, ge=1, le=1000),
+             id_prefix: str | None = Query(None, min_length=1, description=(
+                 "Only runs whose id starts with this (how the CLI resolves a short id)."))
+             ) -> dict[str, Any]:
         try:
             states = [RunState(s) for s in state.split(",")] if state else None
         except ValueError as exc:
             raise HTTPException(400, f"unknown state: {exc}") from exc
-        return {"runs": [_run_summary(r) for r in store.list_runs(model, states, limit)]}
+        return {"runs": [_run_summary(r) for r in store.list_runs(model, states, limit,
+                                                                   id_prefix=id_prefix)]}
 
     @router.get("/runs/{run_id}")
     def run_detail(run_id: str) -> dict[str, Any]:
@@ -153,6 +179,7 @@ def create_router(
         if run is None:
             raise HTTPException(404, f"no run {run_id}")
         return {**run.to_json(), "step_records": [s.to_json() for s in store.steps(run_id)],
+                "evaluations": trigger_evaluations(store, run, references.get(run.model)),
                 "transitions": [t.to_json() for t in store.transitions(run_id)],
                 "audit": [a.to_json() for a in store.list_audit(run_id=run_id)]}
 

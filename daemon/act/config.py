@@ -117,6 +117,14 @@ class AlertsConfig(StrictModel):
     pipeline_label: str = "pipeline"
 
 
+class AuditConfig(StrictModel):
+    """How much the audit log says about a breach that lasts: it always records the breach's
+    beginning and its end; in between, at most one reminder per ``breach_reminder``."""
+
+    breach_reminder: Duration = Field(
+        3600.0, ge=0, description="at most one 'breach.ongoing' line this often (0 = none)")
+
+
 class PolicySettings(StrictModel):
     """The policy slice of the root config: what the policy engine and runner need."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from daemon.act.api import create_router
 from daemon.act.policy import PathProvider, PolicyEngine, TriggerDecision
@@ -21,6 +21,14 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
 
     from daemon.config import DaemonConfig
+    from daemon.monitor.config import ReferenceConfig
+
+
+def describe_reference(reference: ReferenceConfig) -> dict[str, Any]:
+    """What a model's current windows are compared against, for the evidence of a run."""
+    if reference.path is not None:
+        return {"kind": "file", "path": str(reference.path)}
+    return {"kind": "first_n", "first_n": reference.first_n}
 
 
 class ControlPlane:
@@ -57,6 +65,7 @@ class ControlPlane:
         self.router: APIRouter = create_router(
             store, self.engine, config.api.resolved_token(), settings.alerts,
             on_change=self.runner.wake, deployed_version=deployed_version,
+            references={m.name: describe_reference(m.reference) for m in config.models},
         )
 
     def _prepare(self, run: ActionRun, fence: Fence) -> None:

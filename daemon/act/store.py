@@ -20,9 +20,23 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select, union, update
 from sqlalchemy.engine import RowMapping
 
+from daemon.act.breaches import (
+    BEGAN,
+    DEFAULT_REMINDER_S,
+    ENDED,
+    ONGOING,
+    breach_line,
+    current_episode,
+)
 from daemon.act.runs import ActionRun, AuditEntry, RunState, StepRecord, Transition
+from daemon.act.store_rows import (
+    dumps,
+    evaluation_from_row,
+    opt_str,
+    result_to_json,
+    run_from_row,
+)
 from daemon.monitor.evaluation import Evaluation
-from detectors.result import DetectorResult, Verdict
 from lifeguard.state import fencing
 from lifeguard.state.engine import (
     StoreError,
@@ -53,8 +67,10 @@ class StateStore:
     """The daemon's durable state at ``location`` (a SQLite path, or a ``sqlite:///`` or
     ``postgresql://`` URL). ``clock`` is injectable so tests can move time."""
 
-    def __init__(self, location: Path | str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, location: Path | str, clock: Callable[[], float] = time.time,
+                 breach_reminder_s: float = DEFAULT_REMINDER_S) -> None:
         self.url = state_url(location)
+        self._breach_reminder_s = breach_reminder_s
         self.path = sqlite_path(self.url)  # None on PostgreSQL
         self._clock = clock
         self._engine = make_engine(self.url)
@@ -80,7 +96,7 @@ class StateStore:
     def _audit(self, conn: Connection, action: str, actor: str, model: str | None,
                run_id: str | None, evidence: dict[str, Any]) -> None:
         conn.execute(insert(audit).values(ts=self._clock(), actor=actor, action=action,
-                                          model=model, run_id=run_id, evidence=_dumps(evidence)))
+                                          model=model, run_id=run_id, evidence=dumps(evidence)))
 
     def audit(self, action: str, actor: str, model: str | None = None,
               run_id: str | None = None, evidence: dict[str, Any] | None = None) -> None:
@@ -107,24 +123,48 @@ class StateStore:
 
     def add_evaluation(self, evaluation: Evaluation) -> bool:
         """Store it once; False when this id is already stored (a replayed window)."""
-        results = [_result_to_json(r) for r in evaluation.results]
+        results = [result_to_json(r) for r in evaluation.results]
         with write(self._engine) as conn:
             inserted = insert_new(
                 conn, evaluations, id=evaluation.id, model=evaluation.model,
                 model_version=evaluation.model_version, ts=evaluation.ts,
                 window_end_offset=evaluation.window_end_offset,
-                breached=int(evaluation.breached), results=_dumps(results),
+                breached=int(evaluation.breached), results=dumps(results),
                 stored_at=self._clock())
-            if inserted and evaluation.breached:
-                self._audit(conn, "evaluation.breached", "evaluator", evaluation.model, None, {
-                    "evaluation_id": evaluation.id, "model_version": evaluation.model_version,
-                    "breaches": [_result_to_json(r) for r in evaluation.breaches],
-                })
+            if inserted:
+                self._audit_breach(conn, evaluation)
         return inserted
+
+    def _audit_breach(self, conn: Connection, evaluation: Evaluation) -> None:
+        """A line when the version's breach begins or ends, and the odd reminder (breaches.py)."""
+        ev, e = evaluation, evaluations.c
+        previous = conn.execute(
+            select(e.breached).where(
+                e.model == ev.model, e.model_version == ev.model_version, e.id != ev.id,
+                (e.ts < ev.ts) | ((e.ts == ev.ts) & (e.window_end_offset < ev.window_end_offset)))
+            .order_by(e.ts.desc(), e.window_end_offset.desc()).limit(1)).first()
+        # The model's newest episode lines, a canary's interleaved with the stable version's.
+        lines = conn.execute(
+            select(audit.c.ts, audit.c.action, audit.c.evidence)
+            .where(audit.c.model == ev.model, audit.c.action.in_([BEGAN, ONGOING, ENDED]))
+            .order_by(audit.c.id.desc()).limit(50)).all()
+        episode = current_episode([(r.ts, r.action, json.loads(r.evidence)) for r in lines],
+                                  ev.model_version)
+        action = breach_line(None if previous is None else bool(previous.breached),
+                             ev.breached, episode, self._clock(), self._breach_reminder_s)
+        if action is None:
+            return
+        evidence: dict[str, Any] = {"evaluation_id": ev.id, "model_version": ev.model_version}
+        if action != BEGAN:
+            evidence |= {"began_at": episode.began_at,
+                         "began_evaluation_id": episode.began_evaluation_id}
+        if ev.breached:
+            evidence["breaches"] = [result_to_json(r) for r in ev.breaches]
+        self._audit(conn, action, "evaluator", ev.model, None, evidence)
 
     def get_evaluation(self, evaluation_id: str) -> Evaluation | None:
         rows = self._rows(select(evaluations).where(evaluations.c.id == evaluation_id))
-        return _evaluation(rows[0]) if rows else None
+        return evaluation_from_row(rows[0]) if rows else None
 
     def list_evaluations(self, model: str | None = None, limit: int = 50,
                          model_version: str | None = None) -> list[Evaluation]:
@@ -136,7 +176,7 @@ class StateStore:
             query = query.where(evaluations.c.model_version == model_version)
         rows = self._rows(query.order_by(evaluations.c.ts.desc(),
                                          evaluations.c.window_end_offset.desc()).limit(limit))
-        return [_evaluation(r) for r in rows]
+        return [evaluation_from_row(r) for r in rows]
 
     def models(self) -> list[str]:
         """Every model the store has heard of, from evaluations or runs."""
@@ -151,9 +191,9 @@ class StateStore:
         with write(self._engine) as conn:
             if not insert_new(
                 conn, runs, id=run.id, model=run.model, pipeline=run.pipeline, source=run.source,
-                mode=run.mode, state=run.state.value, next_step=0, steps=_dumps(list(run.steps)),
-                evidence=_dumps(run.evidence), snapshot_path=_opt_str(run.snapshot_path),
-                champion_path=_opt_str(run.champion_path), error=None, created_at=now,
+                mode=run.mode, state=run.state.value, next_step=0, steps=dumps(list(run.steps)),
+                evidence=dumps(run.evidence), snapshot_path=opt_str(run.snapshot_path),
+                champion_path=opt_str(run.champion_path), error=None, created_at=now,
                 updated_at=now):
                 return False
             self._transition_row(conn, run.id, None, run.state, None, actor, run.evidence)
@@ -167,7 +207,7 @@ class StateStore:
                         evidence: dict[str, Any]) -> None:
         conn.execute(insert(transitions).values(
             run_id=run_id, ts=self._clock(), from_state=from_state.value if from_state else None,
-            to_state=to_state.value, step=step, actor=actor, evidence=_dumps(evidence)))
+            to_state=to_state.value, step=step, actor=actor, evidence=dumps(evidence)))
 
     @staticmethod
     def _locked_run(conn: Connection, run_id: str, fence: Fence | None) -> Any:
@@ -213,7 +253,7 @@ class StateStore:
                 return False
             conn.execute(insert(run_steps).values(
                 run_id=run_id, idx=record.index, name=record.name, status=record.status,
-                artifacts=_dumps(record.artifacts), evidence=_dumps(record.evidence),
+                artifacts=dumps(record.artifacts), evidence=dumps(record.evidence),
                 attempts=record.attempts, finished_at=self._clock()))
             conn.execute(update(runs).where(runs.c.id == run_id).values(
                 next_step=record.index + 1, updated_at=self._clock()))
@@ -236,33 +276,35 @@ class StateStore:
             if row is None or current.scalar() is not None:
                 return False
             conn.execute(update(runs).where(runs.c.id == run_id).values(
-                snapshot_path=_opt_str(snapshot),
-                champion_path=func.coalesce(_opt_str(champion), runs.c.champion_path),
+                snapshot_path=opt_str(snapshot),
+                champion_path=func.coalesce(opt_str(champion), runs.c.champion_path),
                 updated_at=self._clock()))
             self._audit(conn, "run.snapshot_taken", actor, row.model, run_id,
-                        {"snapshot_path": _opt_str(snapshot),
-                         "champion_path": _opt_str(champion)})
+                        {"snapshot_path": opt_str(snapshot),
+                         "champion_path": opt_str(champion)})
         return True
 
     def get_run(self, run_id: str) -> ActionRun | None:
         rows = self._rows(select(runs).where(runs.c.id == run_id))
-        return _run(rows[0]) if rows else None
+        return run_from_row(rows[0]) if rows else None
 
     def list_runs(self, model: str | None = None, states: Iterable[RunState] | None = None,
-                  limit: int = 100) -> list[ActionRun]:
-        """Newest first."""
+                  limit: int = 100, id_prefix: str | None = None) -> list[ActionRun]:
+        """Newest first; ``id_prefix`` keeps the runs whose id starts with it (as git does)."""
         query = select(runs)
         if model is not None:
             query = query.where(runs.c.model == model)
+        if id_prefix is not None:  # not LIKE: no wildcards to escape, and case-sensitive
+            query = query.where(func.substr(runs.c.id, 1, len(id_prefix)) == id_prefix)
         if states is not None:
             query = query.where(runs.c.state.in_([s.value for s in states]))
         rows = self._rows(query.order_by(runs.c.created_at.desc(), runs.c.id).limit(limit))
-        return [_run(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     def runs_created_since(self, model: str, since: float) -> list[ActionRun]:
         rows = self._rows(select(runs).where(runs.c.model == model, runs.c.created_at >= since)
                           .order_by(runs.c.created_at.desc()))
-        return [_run(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     def steps(self, run_id: str) -> list[StepRecord]:
         rows = self._rows(select(run_steps).where(run_steps.c.run_id == run_id)
@@ -318,7 +360,7 @@ class StateStore:
         with write(self._engine) as conn:
             inserted = insert_new(
                 conn, alerts, fingerprint=fingerprint, starts_at=starts_at, status=status,
-                model=model, group_key=group_key, labels=_dumps(labels),
+                model=model, group_key=group_key, labels=dumps(labels),
                 received_at=self._clock())
             if inserted:
                 self._audit(conn, f"alert.{status}", "alertmanager", model, None, {
@@ -355,39 +397,3 @@ class StateStore:
         rows = self._rows(select(model_pauses))
         return {r["model"]: {"actor": r["actor"], "reason": r["reason"],
                              "paused_at": r["paused_at"]} for r in rows}
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _opt_str(value: object | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _result_to_json(r: DetectorResult) -> dict[str, Any]:
-    return {"detector": r.detector, "metric": r.metric, "statistic": r.statistic,
-            "threshold": r.threshold, "direction": r.direction, "verdict": r.verdict.value,
-            "n_reference": r.n_reference, "n_current": r.n_current, "method": r.method,
-            "column": r.column, "segment": r.segment, "key": r.key}
-
-
-def _result_from_json(raw: dict[str, Any]) -> DetectorResult:
-    fields = {k: v for k, v in raw.items() if k != "key"}
-    return DetectorResult(**{**fields, "verdict": Verdict(fields["verdict"])})
-
-
-def _evaluation(row: RowMapping) -> Evaluation:
-    results = tuple(_result_from_json(r) for r in json.loads(row["results"]))
-    return Evaluation(model=row["model"], model_version=row["model_version"], ts=row["ts"],
-                      results=results, window_end_offset=row["window_end_offset"], id=row["id"])
-
-
-def _run(row: RowMapping) -> ActionRun:
-    return ActionRun(
-        id=row["id"], model=row["model"], pipeline=row["pipeline"], source=row["source"],
-        mode=row["mode"], state=RunState(row["state"]), next_step=row["next_step"],
-        steps=tuple(json.loads(row["steps"])), evidence=json.loads(row["evidence"]),
-        snapshot_path=row["snapshot_path"], champion_path=row["champion_path"],
-        error=row["error"], created_at=row["created_at"], updated_at=row["updated_at"],
-    )

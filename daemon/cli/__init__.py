@@ -29,6 +29,7 @@ from daemon.cli import replica as _replica  # noqa: E402,F401
 from daemon.cli import run as _run  # noqa: E402,F401
 from daemon.cli import schema as _schema  # noqa: E402,F401
 from daemon.cli import simulate as _simulate  # noqa: E402,F401
+from daemon.cli import tap as _tap  # noqa: E402,F401
 
 
 def main() -> None:

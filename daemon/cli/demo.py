@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,13 +27,20 @@ def demo(
                         ] = 900.0,
     after_recovery: Annotated[float, typer.Option(
         help="Seconds of traffic kept after the new version serves everywhere.")] = 60.0,
+    tiny: Annotated[bool, typer.Option(
+        "--tiny", hidden=True, help="For tests only: a tiny classifier built in seconds "
+        "instead of MiniLM, two replicas; the loop's numbers mean nothing.")] = False,
 ) -> None:
     """Broker, three replicas, the daemon (auto mode) and the simulator: steady traffic, then a
     domain shift with late labels; watch the daemon detect, retrain, gate, quantize, canary and
     promote. Writes an HTML report at the end; Ctrl-C stops everything cleanly."""
-    code = _harness_demo().run_demo(approve, workdir, rate, shift_at, duration, after_recovery)
-    if code:
-        raise typer.Exit(code)
+    code = _harness_demo().run_demo(approve, workdir, rate, shift_at, duration, after_recovery,
+                                     tiny)
+    # The stack is stopped and the report written. Skip the interpreter's teardown: with
+    # torch and friends loaded it adds seconds to a Ctrl-C that promises a prompt exit.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _harness_demo() -> Any:

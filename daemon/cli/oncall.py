@@ -16,6 +16,7 @@ from daemon.cli import app
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
 Url = Annotated[str, typer.Option("--url", envvar="LIFEGUARD_URL",
                                   help="The daemon's HTTP address.")]
@@ -108,6 +109,62 @@ def summarize(evidence: dict[str, Any], width: int = 110) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
+def _table(title: str, columns: list[str], whole: dict[str, list[str]] | None = None) -> Table:
+    """A table whose ``whole`` columns (ids, breach keys) are never cut: each is at least as
+    wide as its longest value and never wraps, so at any terminal width the other columns fold
+    instead. Nothing is ever elided with an ellipsis: text that does not fit folds."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for name in columns:
+        values = (whole or {}).get(name)
+        if values is None:
+            table.add_column(name, overflow="fold")
+        else:
+            width = max([1, *(len(v) for v in values)])  # a long header wraps on its words
+            table.add_column(name, no_wrap=True, overflow="fold", min_width=width)
+    return table
+
+
+def resolve_run_id(url: str, given: str) -> str:
+    """The one run whose id is ``given`` or starts with it (as git resolves a short hash);
+    exits with an error naming the matches when there are none or several."""
+    answer = _call("GET", url, "/runs", params={"id_prefix": given, "limit": 20})
+    ids = [r["id"] for r in answer["runs"] if r["id"].startswith(given)]
+    if given in ids:
+        return given
+    if len(ids) == 1:
+        return str(ids[0])
+    if not ids:
+        typer.echo(f"error: no run id starts with {given!r} (see `lifeguard runs`)", err=True)
+        raise typer.Exit(1)
+    listed = "\n".join(f"  {r['id']}  {r['model']}  {r['state']}" for r in answer["runs"]
+                        if r["id"] in ids)
+    more = " (the first 20)" if len(answer["runs"]) >= 20 else ""
+    typer.echo(f"error: run id prefix {given!r} is ambiguous; it matches{more}:\n{listed}",
+               err=True)
+    raise typer.Exit(1)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _verdict(breach: dict[str, Any]) -> str:
+    """``0.41 above 0.3``: the statistic, the side of the threshold that breaches, the
+    threshold."""
+    return f"{_num(breach['statistic'])} {breach['direction']} {_num(breach['threshold'])}"
+
+
+def _reference(described: dict[str, Any]) -> str:
+    if described.get("kind") == "file":
+        return f"the reference file {described.get('path')}"
+    if described.get("kind") == "first_n":
+        return (f"the first {described.get('first_n')} events version "
+                f"{described.get('version', '?')} served")
+    return "the model's reference window"
+
+
 def _print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, sort_keys=True))
 
@@ -131,28 +188,49 @@ def parse_since(value: str) -> float:
 @app.command()
 def status(url: Url = DEFAULT_URL, as_json: AsJson = False) -> None:
     """Each model: last evaluation, breaches, active run, deployed version, paused."""
-    from rich.table import Table
-
     answer = _call("GET", url, "/status")
     if as_json:
         return _print_json(answer)
-    table = Table(title="lifeguard status", title_justify="left")
-    for column in ("model", "deployed", "last evaluation", "breaches", "run (active or last)",
-                   "mode"):
-        table.add_column(column)
-    for m in answer["models"]:
-        ev = m["last_evaluation"]
-        breaches = _e(", ".join(b["key"] for b in ev["breaches"])) if ev else ""
-        run = m["active_run"] or m["last_run"]
-        run_text = (f"{run['id']} {_state(run['state'])} {run['step']}/{run['n_steps']}"
-                    if run else "-")
-        mode = m["mode"] or "-"
-        if m["paused"]:
-            mode = f"[red bold]PAUSED[/] by {_e(m['paused']['actor'])}"
-        table.add_row(_e(m["model"]), _e(m["deployed_version"] or "-"),
-                      _when(ev["ts"]) if ev else "-",
-                      f"[red]{breaches}[/]" if breaches else "[green]none[/]", run_text, mode)
+    # One row per model, its facts one per line: the ids and breach keys, each on a line of
+    # its own, keep their whole width at 80 columns, which six side-by-side columns cannot.
+    cells = [(m["model"], _status_lines(m)) for m in answer["models"]]
+    table = _table("lifeguard status", ["model", "now"], whole={
+        "model": [model for model, _ in cells],
+        "now": [plain for _, lines in cells for plain, _, whole in lines if whole] or ["-"]})
+    table.show_lines = True
+    for model, lines in cells:
+        table.add_row(_e(model), "\n".join(markup for _, markup, _ in lines))
     _console().print(table)
+
+
+_LABEL = 10  # width of the line labels in a status cell
+
+
+def _status_lines(m: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """One model's status as (plain text, rich markup, must stay whole) per line."""
+    ev = m["last_evaluation"]
+    run = m["active_run"] or m["last_run"]
+    head = f"{'deployed':<{_LABEL}}{m['deployed_version'] or '-'}, mode {m['mode'] or '-'}"
+    lines = [(head, _e(head), False)]
+    if m["paused"]:
+        by = f"by {m['paused']['actor']}"
+        lines.append((f"{'':<{_LABEL}}PAUSED {by}", f"{'':<{_LABEL}}[red bold]PAUSED[/] {_e(by)}",
+                      False))
+    when = f"{'evaluated':<{_LABEL}}{_when(ev['ts']) if ev else '-'}"
+    lines.append((when, when, False))
+    keys = [b["key"] for b in ev["breaches"]] if ev else []
+    for i, key in enumerate(keys):
+        label = f"{'breaches' if i == 0 else '':<{_LABEL}}"
+        lines.append((label + key, f"{label}[red]{_e(key)}[/]", True))
+    if not keys:
+        lines.append(("breaches  none", f"{'breaches':<{_LABEL}}[green]none[/]", False))
+    if run:
+        state = f"{run['state']} {run['step']}/{run['n_steps']}"
+        lines += [(f"{'run':<{_LABEL}}{run['id']}", f"{'run':<{_LABEL}}{run['id']}", True),
+                  (f"{'':<{_LABEL}}{state}",
+                   f"{'':<{_LABEL}}{_state(run['state'])} {run['step']}/{run['n_steps']}",
+                   False)]
+    return lines
 
 
 @app.command()
@@ -161,14 +239,12 @@ def runs(url: Url = DEFAULT_URL,
          state: Annotated[str | None, typer.Option(help="Comma-separated states.")] = None,
          limit: int = 50, as_json: AsJson = False) -> None:
     """Action runs, newest first."""
-    from rich.table import Table
-
     answer = _call("GET", url, "/runs", params={"model": model, "state": state, "limit": limit})
     if as_json:
         return _print_json(answer)
-    table = Table(title="runs", title_justify="left")
-    for column in ("run", "model", "pipeline", "state", "step", "source", "created", "error"):
-        table.add_column(column)
+    table = _table("runs", ["run", "model", "pipeline", "state", "step", "source", "created",
+                            "error"], whole={"run": [r["id"] for r in answer["runs"]],
+                                             "state": [r["state"] for r in answer["runs"]]})
     for r in answer["runs"]:
         table.add_row(r["id"], _e(r["model"]), _e(r["pipeline"]), _state(r["state"]),
                       f"{r['step']}/{r['n_steps']}", r["source"], _when(r["created_at"]),
@@ -177,12 +253,11 @@ def runs(url: Url = DEFAULT_URL,
 
 
 @app.command()
-def show(run_id: Annotated[str, typer.Argument(help="The run id.")],
+def show(run_id: Annotated[str, typer.Argument(help="The run id, or a unique prefix of it.")],
          url: Url = DEFAULT_URL, as_json: AsJson = False) -> None:
-    """One run: its steps, every transition with actor and evidence."""
-    from rich.table import Table
-
-    r = _call("GET", url, f"/runs/{run_id}")
+    """One run: why it started (each breached detector's numbers), its steps, every transition
+    with actor and evidence."""
+    r = _call("GET", url, f"/runs/{resolve_run_id(url, run_id)}")
     if as_json:
         return _print_json(r)
     console = _console()
@@ -193,10 +268,10 @@ def show(run_id: Annotated[str, typer.Argument(help="The run id.")],
     if r["error"]:
         console.print(f"[red]error:[/] {_e(r['error'])}")
     console.print(f"evidence: {_e(summarize(r['evidence'], width=400))}")
+    for ev in r.get("evaluations", []):
+        _print_evaluation(console, ev)
     done = {s["index"]: s for s in r["step_records"]}
-    steps = Table(title="steps", title_justify="left")
-    for column in ("#", "step", "status", "attempts", "artifacts"):
-        steps.add_column(column)
+    steps = _table("steps", ["#", "step", "status", "attempts", "artifacts"])
     for i, step in enumerate(r["steps"]):
         rec = done.get(i)
         arts = ", ".join(f"{k} {v['sha256'][:12]}" for k, v in rec["artifacts"].items()) if rec \
@@ -204,9 +279,7 @@ def show(run_id: Annotated[str, typer.Argument(help="The run id.")],
         steps.add_row(str(i), _e(step["name"]), rec["status"] if rec else "-",
                       str(rec["attempts"]) if rec else "-", _e(arts))
     console.print(steps)
-    history = Table(title="transitions", title_justify="left")
-    for column in ("time", "from", "to", "step", "actor", "evidence"):
-        history.add_column(column)
+    history = _table("transitions", ["time", "from", "to", "step", "actor", "evidence"])
     for t in r["transitions"]:
         history.add_row(_when(t["ts"]), t["from_state"] or "-", _state(t["to_state"]),
                         "-" if t["step"] is None else str(t["step"]), _e(t["actor"]),
@@ -214,26 +287,46 @@ def show(run_id: Annotated[str, typer.Argument(help="The run id.")],
     console.print(history)
 
 
+def _print_evaluation(console: Console, ev: dict[str, Any]) -> None:
+    """One triggering evaluation: what was compared with what, and each breach's numbers."""
+    if ev.get("missing"):
+        console.print(f"evaluation {ev['id']}: no longer in the state store")
+        return
+    console.print(f"\n[bold]evaluation {ev['id']}[/]  version {_e(ev['model_version'])}, "
+                  f"window ending {_when(ev['ts'])}, compared against "
+                  f"{_e(_reference(ev.get('reference') or {}))}")
+    table = _table("breached detectors", ["detector", "statistic vs threshold",
+                                          "samples ref/cur", "method"],
+                   whole={"detector": [b["key"] for b in ev["breaches"]],
+                          "statistic vs threshold": [_verdict(b) for b in ev["breaches"]]})
+    for b in ev["breaches"]:
+        table.add_row(_e(b["key"]), _verdict(b),
+                      f"{b.get('n_reference', '-')}/{b.get('n_current', '-')}",
+                      _e(b.get("method") or "-"))
+    console.print(table)
+
+
 def _mutate(path: str, url: str, token: str | None, reason: str | None) -> Any:
     return _call("POST", url, path, token=token, body={"reason": reason} if reason else {})
 
 
 Reason = Annotated[str | None, typer.Option(help="Why; goes into the audit log.")]
+RunId = Annotated[str, typer.Argument(help="The run id, or a unique prefix of it.")]
 
 
 @app.command()
-def approve(run_id: str, url: Url = DEFAULT_URL, token: Token = None,
+def approve(run_id: RunId, url: Url = DEFAULT_URL, token: Token = None,
             reason: Reason = None) -> None:
     """Approve a run waiting in pending_approval: it is queued for the runner."""
-    answer = _mutate(f"/runs/{run_id}/approve", url, token, reason)
+    answer = _mutate(f"/runs/{resolve_run_id(url, run_id)}/approve", url, token, reason)
     typer.echo(f"{answer['id']}: {answer['state']} (by {answer['actor']})")
 
 
 @app.command()
-def reject(run_id: str, url: Url = DEFAULT_URL, token: Token = None,
+def reject(run_id: RunId, url: Url = DEFAULT_URL, token: Token = None,
            reason: Reason = None) -> None:
     """Reject a run that is pending approval or queued: it never runs."""
-    answer = _mutate(f"/runs/{run_id}/reject", url, token, reason)
+    answer = _mutate(f"/runs/{resolve_run_id(url, run_id)}/reject", url, token, reason)
     typer.echo(f"{answer['id']}: {answer['state']} (by {answer['actor']})")
 
 
@@ -260,16 +353,13 @@ def audit(url: Url = DEFAULT_URL,
           run: Annotated[str | None, typer.Option(help="Only this run.")] = None,
           limit: int = 200, as_json: AsJson = False) -> None:
     """The audit log: every state change with its actor and evidence, oldest first."""
-    from rich.table import Table
-
     params = {"since": parse_since(since) if since else None, "model": model, "run": run,
               "limit": limit}
     answer = _call("GET", url, "/audit", params=params)
     if as_json:
         return _print_json(answer)
-    table = Table(title="audit", title_justify="left")
-    for column in ("time", "actor", "action", "model", "run", "evidence"):
-        table.add_column(column)
+    table = _table("audit", ["time", "actor", "action", "model", "run", "evidence"],
+                   whole={"run": [e["run_id"] or "-" for e in answer["entries"]]})
     for e in answer["entries"]:
         table.add_row(_when(e["ts"]), _e(e["actor"]), e["action"], _e(e["model"] or "-"),
                       e["run_id"] or "-", _e(summarize(e["evidence"])))

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from lifeguard.processes import own_group_dying_with_parent
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -38,6 +40,10 @@ class LocalBroker:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -48,6 +54,9 @@ class LocalBroker:
             [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            # Its own process group: a Ctrl-C meant for the owner must not kill the broker
+            # before the owner's clients have flushed and committed through it.
+            preexec_fn=own_group_dying_with_parent,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -52,6 +52,10 @@ class EvaluationConfig(StrictModel):
         500, ge=0, description="Rows per window embedded for embedding drift (0 = off).")
     report_dir: Path | None = Field(
         None, description="Where breach reports (HTML) go; default: <state dir>/reports.")
+    evidently_workspace: Path | None = Field(
+        None, description="A local Evidently workspace: each evaluation (and breach report) "
+                          "becomes a run of the model's project; `evidently ui --workspace "
+                          "PATH` shows them.")
 
     @model_validator(mode="after")
     def _some_cadence(self) -> EvaluationConfig:

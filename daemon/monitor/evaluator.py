@@ -117,10 +117,12 @@ class Evaluator:
 
     def __init__(self, windows: WindowStore, models: dict[str, ModelEvaluation],
                  registry: CollectorRegistry,
-                 sinks: Iterable[Callable[[Evaluation], None]] = ()) -> None:
+                 sinks: Iterable[Callable[[Evaluation], None]] = (),
+                 report_sinks: Iterable[Callable[[Evaluation, Any], None]] = ()) -> None:
         self.windows = windows
         self.models = models
         self.sinks = list(sinks)
+        self.report_sinks = list(report_sinks)  # get each breach report's Evidently snapshot
         self.latest: dict[tuple[str, str], Evaluation] = {}
         self._scheduler: Any = None
         self._reported: dict[tuple[str, str], float] = {}  # (model, version) -> report time
@@ -283,7 +285,9 @@ class Evaluator:
 
             snapshot = drift_report(model.suite, reference, self._window(model, current),
                                     timestamp=datetime.fromtimestamp(evaluation.ts, UTC),
-                                    name=f"{name} v{version}: {evaluation.id}")
+                                    name=f"{name} v{version}: {evaluation.id}",
+                                    metadata={"evaluation_id": evaluation.id},
+                                    tags=["breach-report", f"version:{version}"])
             path = model.report_dir / name / f"{evaluation.id}.html"
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
@@ -292,6 +296,12 @@ class Evaluator:
             log.info("breach report for %s v%s: %s", name, version, path)
         except Exception:
             log.exception("rendering the breach report for %s failed", evaluation.id)
+            return
+        for sink in self.report_sinks:
+            try:
+                sink(evaluation, snapshot)
+            except Exception:
+                log.exception("breach report sink failed for %s", evaluation.id)
 
 
 def _warm_up() -> None:

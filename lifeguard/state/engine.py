@@ -47,9 +47,10 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def make_engine(location: Path | str, pooled: bool = True) -> Engine:
+def make_engine(location: Path | str, pooled: bool = True, timeout_s: float = 30.0) -> Engine:
     """An engine for a path or URL; ``pooled=False`` opens a connection per use (a short-lived
-    worker process, or a caller that must not keep a file open)."""
+    worker process, or a caller that must not keep a file open). ``timeout_s``: how long to
+    wait for SQLite's lock, or to connect to PostgreSQL."""
     url = state_url(location)
     parsed = make_url(url)
     backend = parsed.get_backend_name()
@@ -57,7 +58,7 @@ def make_engine(location: Path | str, pooled: bool = True) -> Engine:
         path = sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30.0, "check_same_thread": False},
+        engine = create_engine(url, connect_args={"timeout": timeout_s, "check_same_thread": False},
                                **({} if pooled else {"poolclass": NullPool}))
         _sqlite_rules(engine)
         return engine
@@ -66,6 +67,7 @@ def make_engine(location: Path | str, pooled: bool = True) -> Engine:
             url = parsed.set(drivername="postgresql+psycopg").render_as_string(
                 hide_password=False)
         return create_engine(url, pool_pre_ping=True,
+                             connect_args={"connect_timeout": max(1, round(timeout_s))},
                              **({"pool_size": 4} if pooled else {"poolclass": NullPool}))
     raise StoreError(f"state.url {parsed.render_as_string()!r}: only sqlite:/// and "
                      "postgresql:// are supported")

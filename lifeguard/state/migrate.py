@@ -40,9 +40,21 @@ def head() -> str:
     return current
 
 
-def current(engine: Engine) -> str | None:
+def status(engine: Engine) -> tuple[str | None, str]:
+    """Where the database stands, read only: (its revision, ``current`` | ``behind`` (the
+    daemon migrates it on start) | ``empty`` | ``newer`` (written by a newer lifeguard))."""
+    known = {rev.revision for rev in ScriptDirectory(_LOCATION).walk_revisions()}
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        at = MigrationContext.configure(conn).get_current_revision()
+        if at is None:
+            try:
+                _check_legacy(conn)
+            except StoreError:
+                return None, "newer"
+            return None, "behind" if inspect(conn).has_table("meta") else "empty"
+    if at not in known:
+        return at, "newer"
+    return at, "current" if at == head() else "behind"
 
 
 def upgrade(engine: Engine) -> None:

@@ -231,3 +231,66 @@ def test_prometheus_metrics_count_what_was_served(
     assert after["lifeguard_replica_batch_size_count"] >= before.get(
         "lifeguard_replica_batch_size_count", 0) + 1
     assert after['lifeguard_replica_events_total{outcome="sent"}'] > 0
+
+
+def test_openai_endpoints_over_the_generator(
+        served: tuple[ReplicaProcess, ModelRepository], broker: LocalBroker) -> None:
+    """/v1 as the official openai client sees it: models, chat streamed or not, usage, stop;
+    and the InferenceEvents those requests wrote."""
+    import openai
+    from kafka import KafkaConsumer
+
+    replica, repo = served
+    client = openai.OpenAI(base_url=replica.url + "/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list()] == [LM]  # generators only
+    messages = [{"role": "user", "content": "the battery is"}]
+    answer = client.chat.completions.create(model=LM, messages=messages,  # type: ignore[arg-type]
+                                            max_tokens=6)
+    text = answer.choices[0].message.content
+    assert answer.usage is not None and text is not None
+    # Greedy decoding: the same text as generating from the rendered chat in this process.
+    from deploy.inference import OnnxCausalLM
+
+    local = OnnxCausalLM.from_dir(repo.version_dir(LM, 1), "cpu", 1)
+    assert text == local.generate(["user: the battery is\nassistant:"], max_new_tokens=6)[0]
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+    assert answer.choices[0].finish_reason == (
+        "length" if answer.usage.completion_tokens == 6 else "stop")
+    stream_id = f"v1-stream-{uuid.uuid4().hex[:8]}"
+    chunks = list(client.chat.completions.create(
+        model=LM, messages=messages, max_tokens=6, stream=True,  # type: ignore[arg-type]
+        stream_options={"include_usage": True}, extra_headers={"x-request-id": stream_id}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert chunks[-1].choices == [] and chunks[-1].usage == answer.usage
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == (
+        answer.choices[0].finish_reason)
+    if len(text.strip()) > 2:  # a stop string cuts the answer before it
+        stop = text.strip()[1:3]
+        cut = client.chat.completions.create(model=LM, messages=messages,  # type: ignore[arg-type]
+                                             max_tokens=6, stop=[stop])
+        assert cut.choices[0].message.content == text[:text.index(stop)]
+        assert cut.choices[0].finish_reason == "stop"
+    with pytest.raises(openai.BadRequestError, match="not a generator"):
+        client.chat.completions.create(model=MODEL, messages=messages)  # type: ignore[arg-type]
+    with pytest.raises(openai.BadRequestError, match="n=1"):
+        client.chat.completions.create(model=LM, messages=messages, n=2)  # type: ignore[arg-type]
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=messages)  # type: ignore[arg-type]
+    consumer = KafkaConsumer(TOPIC, bootstrap_servers=broker.bootstrap, group_id=None,
+                             auto_offset_reset="earliest")
+    event = None
+    deadline = time.monotonic() + 15
+    while event is None and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            event = next((e for e in map(lambda r: decode(r.value), records)
+                          if isinstance(e, InferenceEvent) and e.request_id == stream_id), event)
+    consumer.close()
+    assert event is not None and event.model == LM and event.model_version == "1"
+    assert event.ttft_ms is not None and 0 < event.ttft_ms <= event.latency_ms
+    assert (event.tokens_in, event.tokens_out) == (answer.usage.prompt_tokens,
+                                                   answer.usage.completion_tokens)
+    assert event.output is not None and event.output.text == text
+    assert event.output.finish_reason == answer.choices[0].finish_reason
+    assert event.input is not None and [(m.role, m.content) for m in event.input[  # type: ignore[union-attr]
+        "messages"]] == [("user", "the battery is")]
