@@ -1,8 +1,9 @@
-"""Pipeline steps (fine-tune, gate, export, quantize, prune): typed context in, artifacts out.
+"""Pipeline steps (fine-tune, gate, export, quantize, prune, deploy): a typed context in,
+artifacts with sums out.
 
-Kept import-free so that importing it costs nothing. The public surface:
-``actions.steps.STEPS`` (name -> ``run(StepContext) -> StepResult``), ``actions.context``
-(StepContext, ActionPolicy, TrainConfig, StepResult), ``actions.errors`` (permanent vs
-retryable), ``actions.snapshot`` (the labelled data format), ``actions.progress`` (callbacks
-and Prometheus).
+Kept import-free so that importing it costs nothing. The public surface: ``actions.contract``
+(StepContext -> StepResult, the worker's spec file), ``actions.errors`` (permanent vs
+retryable), ``actions.steps`` (the registry and ``run_step``), ``actions.settings``
+(ActionPolicy, TrainConfig), ``actions.snapshot`` (the labelled data format),
+``actions.progress`` (callbacks and Prometheus).
 """

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from actions.errors import ArtifactCorrupted, BadInput
+from actions.contract import StepResult
+from actions.errors import BadInput
 from deploy.inference import ARTIFACT_FILE
-from deploy.integrity import IntegrityError, digest_dir, sha256_file, verify_dir
+from deploy.integrity import digest_dir, verify_dir
+from lifeguard.errors import IntegrityError
+from lifeguard.files import sha256_file
 
 SCHEMA = "lifeguard-artifact/v1"
 
@@ -42,8 +45,8 @@ def input_digest(path: Path | None) -> str | None:
 
 
 def read_record(artifact_dir: Path) -> dict[str, Any] | None:
-    """The verified artifact record of a folder; None when it has none; ArtifactCorrupted when
-    it does not match its files."""
+    """The verified artifact record of a folder; None when it has none; IntegrityError when
+    it does not match its files (or cannot be read, so cannot vouch for them)."""
     path = Path(artifact_dir) / ARTIFACT_FILE
     if not path.is_file():
         return None
@@ -51,10 +54,8 @@ def read_record(artifact_dir: Path) -> dict[str, Any] | None:
         record = json.loads(path.read_text())
         files = record["files"]
         verify_dir(Path(artifact_dir), files)
-    except IntegrityError as exc:
-        raise ArtifactCorrupted(str(exc)) from exc
     except (ValueError, KeyError, TypeError) as exc:
-        raise ArtifactCorrupted(f"{path}: unreadable artifact record ({exc})") from exc
+        raise IntegrityError(f"{path}: unreadable artifact record ({exc})") from exc
     return dict(record)
 
 
@@ -104,7 +105,7 @@ def publish(
     if record is not None and record.get("key") == key:
         return Published(final, record, cached=True)
     if final.exists():  # a folder without a valid record is not ours to trust or reuse
-        raise ArtifactCorrupted(f"{final} exists without a matching artifact record")
+        raise IntegrityError(f"{final} exists without a matching artifact record")
     output_dir.mkdir(parents=True, exist_ok=True)
     tmp = output_dir / f".tmp-{step}-{key[:16]}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -125,3 +126,11 @@ def publish(
         raise
     shutil.rmtree(work_dir(output_dir, step, key), ignore_errors=True)
     return Published(final, record, cached=False)
+
+
+def step_result(step: str, published: Published, model_dir: Path) -> StepResult:
+    """A built-in step's result: ``model`` (what the next step takes) and the step's own
+    folder, with the record's metadata, ``cached`` and the content ``key`` as evidence."""
+    evidence = {**published.record["metadata"], "cached": published.cached,
+                "key": published.record["key"]}
+    return StepResult.of({"model": model_dir, step: published.path}, evidence)

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from actions.artifacts import input_digest, publish, step_key
-from actions.context import StepContext, StepResult
+from actions.artifacts import input_digest, publish, step_key, step_result
+from actions.contract import StepContext, StepResult
 from actions.errors import BadInput, GateFailed
 from actions.snapshot import Row, classifier_pairs, generator_pairs, read_snapshot, split_holdout
 from actions.torch_models import SEQ_CLS, LoadedModel, load_any
@@ -95,8 +95,9 @@ def decide(metric: str, candidate: float, champion: float | None, ctx: StepConte
 
 
 def run(ctx: StepContext) -> StepResult:
+    model_dir = ctx.input_model()
     inputs = {
-        "candidate": input_digest(ctx.model_dir),
+        "candidate": input_digest(model_dir),
         "champion": input_digest(ctx.champion_dir),
         "snapshot": input_digest(ctx.snapshot),
         "policy": ctx.policy.model_dump(include={
@@ -107,7 +108,7 @@ def run(ctx: StepContext) -> StepResult:
 
     def build(out: Path) -> dict[str, Any]:
         rows = holdout_rows(ctx)
-        candidate = load_any(ctx.model_dir, ctx.device, ctx.threads)
+        candidate = load_any(model_dir, ctx.device, ctx.threads)
         metric, cand, n = score(candidate, rows, ctx.policy.min_holdout_rows)
         champ = None
         if ctx.champion_dir is not None:
@@ -120,12 +121,12 @@ def run(ctx: StepContext) -> StepResult:
         return verdict
 
     pub = publish(ctx.output_dir, NAME, key, ctx.run_id, inputs, build)
-    metrics = dict(pub.record["metadata"])
-    result = StepResult(NAME, ctx.run_id, key, pub.path, ctx.model_dir, pub.cached, metrics,
-                        dict(pub.record["files"]))
-    if not metrics["passed"]:  # a cached failing verdict fails again: nothing gets through
+    # the model that goes on is the candidate; the gate's own folder holds its verdict
+    result = step_result(NAME, pub, model_dir)
+    verdict = result.evidence
+    if not verdict["passed"]:  # a cached failing verdict fails again: nothing gets through
         raise GateFailed(
-            f"gate failed: candidate {metrics['metric']} {metrics['candidate']} vs champion "
-            f"{metrics['champion']} ({metrics['rule']})", metrics, result,
+            f"gate failed: candidate {verdict['metric']} {verdict['candidate']} vs champion "
+            f"{verdict['champion']} ({verdict['rule']})", verdict,
         )
     return result

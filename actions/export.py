@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from actions.artifacts import input_digest, publish, step_key
-from actions.context import StepContext, StepResult
+from actions.artifacts import input_digest, publish, step_key, step_result
+from actions.contract import StepContext, StepResult
 from actions.errors import BadInput, ParityError
 from actions.torch_models import TorchModel, load_torch_model
 from deploy.inference import MODEL_FILE, ModelInfo, create_session
@@ -175,8 +175,9 @@ VERSION = 1
 
 
 def run(ctx: StepContext) -> StepResult:
+    model_dir = ctx.input_model()
     inputs = {
-        "model": input_digest(ctx.model_dir),
+        "model": input_digest(model_dir),
         "max_length": ctx.train.max_length,
         "parity_atol": ctx.policy.parity_atol,
         "opset": OPSET,
@@ -185,11 +186,10 @@ def run(ctx: StepContext) -> StepResult:
 
     def build(out: Path) -> dict[str, Any]:
         report = export_model(
-            ctx.model_dir, out, max_length=ctx.train.max_length,
+            model_dir, out, max_length=ctx.train.max_length,
             parity_atol=ctx.policy.parity_atol, threads=ctx.threads, seed=ctx.train.seed,
         )
         return asdict(report)
 
     pub = publish(ctx.output_dir, NAME, key, ctx.run_id, inputs, build)
-    return StepResult(NAME, ctx.run_id, key, pub.path, pub.path, pub.cached,
-                      dict(pub.record["metadata"]), dict(pub.record["files"]))
+    return step_result(NAME, pub, pub.path)

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from actions.artifacts import input_digest, publish, step_key, work_dir
-from actions.context import StepContext, StepResult
+from actions.artifacts import input_digest, publish, step_key, step_result, work_dir
+from actions.contract import StepContext, StepResult
 from actions.errors import BadInput
 from actions.progress import Progress, report
 from actions.snapshot import Row, classifier_pairs, generator_pairs, read_snapshot, split_holdout
@@ -62,8 +62,9 @@ def _wrap_lora(tm: TorchModel, ctx: StepContext) -> Any:
 
 
 def run(ctx: StepContext) -> StepResult:
+    model_dir = ctx.input_model()
     inputs = {
-        "model": input_digest(ctx.model_dir),
+        "model": input_digest(model_dir),
         "snapshot": input_digest(ctx.snapshot),
         "reference": input_digest(ctx.reference) if ctx.policy.replay_fraction > 0 else None,
         "train": ctx.train.model_dump(),
@@ -75,7 +76,7 @@ def run(ctx: StepContext) -> StepResult:
 
     def build(out: Path) -> dict[str, Any]:
         started = time.perf_counter()
-        tm = load_torch_model(ctx.model_dir, ctx.device, ctx.threads)
+        tm = load_torch_model(model_dir, ctx.device, ctx.threads)
         examples, counts = training_examples(ctx, tm)
         probe = examples[:_LOSS_PROBE]
         length = min(ctx.train.max_length, tm.max_length)
@@ -103,5 +104,4 @@ def run(ctx: StepContext) -> StepResult:
         }
 
     pub = publish(ctx.output_dir, NAME, key, ctx.run_id, inputs, build)
-    return StepResult(NAME, ctx.run_id, key, pub.path, pub.path, pub.cached,
-                      dict(pub.record["metadata"]), dict(pub.record["files"]))
+    return step_result(NAME, pub, pub.path)

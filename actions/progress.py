@@ -1,5 +1,6 @@
 """Progress of a running step (steps done, loss) for the run's log and for Prometheus, through a
-callback and a caller-owned CollectorRegistry (never the global one)."""
+callback and a caller-owned CollectorRegistry (never the global one). In the daemon the runner
+feeds ActionMetrics from each worker's result file (``metrics``: seconds, last progress)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from actions.context import StepContext
+    from actions.contract import StepContext
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,7 @@ class ActionMetrics:
 
 
 def report(ctx: StepContext, progress: Progress) -> None:
-    """Hand progress to the context's sinks (a sink that raises stops the step: that is how a
+    """Hand progress to the context's sink (a sink that raises stops the step: that is how a
     caller cancels a run)."""
-    if ctx.metrics is not None:
-        ctx.metrics.observe(progress)
     if ctx.progress is not None:
         ctx.progress(progress)

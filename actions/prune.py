@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from actions.artifacts import input_digest, publish, step_key
-from actions.context import StepContext, StepResult
+from actions.artifacts import input_digest, publish, step_key, step_result
+from actions.contract import StepContext, StepResult
 from actions.errors import BadInput
 from actions.evaluate import holdout_rows, score
 from actions.fine_tune import training_examples
@@ -98,8 +98,9 @@ def _params(model: Any) -> int:
 
 def run(ctx: StepContext) -> StepResult:
     p = ctx.policy
+    model_dir = ctx.input_model()
     inputs = {
-        "model": input_digest(ctx.model_dir),
+        "model": input_digest(model_dir),
         "snapshot": input_digest(ctx.snapshot),
         "reference": input_digest(ctx.reference) if p.replay_fraction > 0 else None,
         "train": ctx.train.model_dump(),
@@ -110,7 +111,7 @@ def run(ctx: StepContext) -> StepResult:
     key = step_key(NAME, VERSION, inputs)
 
     def build(out: Path) -> dict[str, Any]:
-        tm = load_torch_model(ctx.model_dir, ctx.device, ctx.threads)
+        tm = load_torch_model(model_dir, ctx.device, ctx.threads)
         length = min(ctx.train.max_length, tm.max_length)
         rows = holdout_rows(ctx)
         examples, _ = training_examples(ctx, tm)
@@ -157,11 +158,10 @@ def run(ctx: StepContext) -> StepResult:
             return {**meta, "fallback": False, "reason": ""}
         reason = (f"pruned {metric} {after:.4f} vs {before:.4f}: loss {loss:.4f} exceeds the "
                   f"allowed {p.max_prune_drop:g}; keeping the unpruned model")
-        for path in Path(ctx.model_dir).iterdir():
+        for path in model_dir.iterdir():
             if path.is_file() and path.name != ARTIFACT_FILE:
                 shutil.copy2(path, out / path.name)
         return {**meta, "fallback": True, "reason": reason, "speedup": 1.0}
 
     pub = publish(ctx.output_dir, NAME, key, ctx.run_id, inputs, build)
-    return StepResult(NAME, ctx.run_id, key, pub.path, pub.path, pub.cached,
-                      dict(pub.record["metadata"]), dict(pub.record["files"]))
+    return step_result(NAME, pub, pub.path)

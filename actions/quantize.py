@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from actions.artifacts import input_digest, publish, step_key
-from actions.context import StepContext, StepResult
+from actions.artifacts import input_digest, publish, step_key, step_result
+from actions.contract import StepContext, StepResult
 from actions.errors import BadInput
 from deploy.inference import ARTIFACT_FILE, INFO_FILE, MODEL_FILE, ModelInfo
 
@@ -104,8 +104,9 @@ def run(ctx: StepContext) -> StepResult:
     from actions.torch_models import load_any
 
     p = ctx.policy
+    model_dir = ctx.input_model()
     inputs = {
-        "model": input_digest(ctx.model_dir),
+        "model": input_digest(model_dir),
         "snapshot": input_digest(ctx.snapshot),
         "policy": p.model_dump(include={"holdout_fraction", "min_holdout_rows",
                                         "max_quantize_drop", "max_quantize_nll_increase",
@@ -118,8 +119,8 @@ def run(ctx: StepContext) -> StepResult:
         candidate = out.parent / f"{out.name}.int8"
         shutil.rmtree(candidate, ignore_errors=True)
         try:
-            report = quantize_model(ctx.model_dir, candidate, embeddings=p.quantize_embeddings)
-            fp32 = load_any(ctx.model_dir, ctx.device, ctx.threads)
+            report = quantize_model(model_dir, candidate, embeddings=p.quantize_embeddings)
+            fp32 = load_any(model_dir, ctx.device, ctx.threads)
             metric, base, n = score(fp32, rows, p.min_holdout_rows)
             int8_score = score(load_any(candidate, ctx.device, ctx.threads), rows,
                                p.min_holdout_rows)[1]
@@ -139,11 +140,10 @@ def run(ctx: StepContext) -> StepResult:
                 return {**meta, "precision": "int8", "fallback": False, "reason": ""}
             reason = (f"int8 {metric} {int8_score:.4f} vs fp32 {base:.4f}: loss {loss:.4f} "
                       f"exceeds the allowed {allowed:g}; shipping fp32")
-            keep_fp32(Path(ctx.model_dir), out, reason)
+            keep_fp32(model_dir, out, reason)
             return {**meta, "precision": "fp32", "fallback": True, "reason": reason}
         finally:
             shutil.rmtree(candidate, ignore_errors=True)
 
     pub = publish(ctx.output_dir, NAME, key, ctx.run_id, inputs, build)
-    return StepResult(NAME, ctx.run_id, key, pub.path, pub.path, pub.cached,
-                      dict(pub.record["metadata"]), dict(pub.record["files"]))
+    return step_result(NAME, pub, pub.path)

@@ -11,10 +11,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from actions.errors import ArtifactCorrupted, BadInput
+from actions.errors import BadInput
 from deploy.inference import (
     MODEL_FILE,
-    IntegrityError,
     encode_lm_pair,
     load_onnx,
     pad_id,
@@ -22,9 +21,9 @@ from deploy.inference import (
     token_nll,
     verify_artifact,
 )
+from lifeguard.tasks import CAUSAL_LM, SEQUENCE_CLASSIFICATION
 
-SEQ_CLS = "sequence-classification"
-CAUSAL_LM = "causal-lm"
+SEQ_CLS = SEQUENCE_CLASSIFICATION  # the names the steps have always used
 
 
 def set_threads(threads: int | None) -> int:
@@ -59,11 +58,8 @@ def task_of(config: Any) -> str:
 
 
 def check_artifact(model_dir: Path) -> None:
-    """Refuse a directory whose files do not match its artifact record."""
-    try:
-        verify_artifact(Path(model_dir))
-    except IntegrityError as exc:
-        raise ArtifactCorrupted(str(exc)) from exc
+    """Refuse a directory whose files do not match its artifact record (IntegrityError)."""
+    verify_artifact(Path(model_dir))
 
 
 @dataclass

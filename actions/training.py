@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from actions.context import TrainConfig
 from actions.errors import ResourceExhausted
+from actions.settings import TrainConfig
 from actions.torch_models import SEQ_CLS
 from deploy.inference import encode_lm_pair, pad_id
 

@@ -48,8 +48,9 @@ def timed(label: str, fn: Any) -> tuple[Any, float]:
 
 def run_pipeline(work: Path, threads: int, device: str) -> dict[str, Any]:
     from actions.base_models import minilm_classifier
-    from actions.context import ActionPolicy, StepContext, TrainConfig
+    from actions.contract import StepContext
     from actions.progress import Progress
+    from actions.settings import ActionPolicy, TrainConfig
     from actions.snapshot import write_snapshot
     from actions.steps import run_step
 
@@ -74,20 +75,21 @@ def run_pipeline(work: Path, threads: int, device: str) -> dict[str, Any]:
     for name in ("fine_tune", "evaluate", "export_onnx", "quantize"):
         result, seconds[name] = timed(name, lambda n=name, c=ctx: run_step(n, c))
         results[name] = result
+        assert result.model_dir is not None
         ctx = ctx.with_model(result.model_dir)
-    ft, gate, q = results["fine_tune"].metrics, results["evaluate"].metrics, results["quantize"]
+    ft, gate, q = results["fine_tune"].evidence, results["evaluate"].evidence, results["quantize"]
     print(f"  fine-tune: {ft['train_rows']} examples, {ft['steps']} steps, loss "
           f"{ft['loss_before']:.3f} -> {ft['loss_after']:.3f}")
     print(f"  gate: candidate {gate['candidate']:.4f} vs champion {gate['champion']:.4f} on "
           f"{gate['rows']} holdout rows -> {'pass' if gate['passed'] else 'fail'}")
-    print(f"  quantize: shipped {q.metrics['precision']}"
-          + (f" (fallback: {q.metrics['reason']})" if q.metrics["fallback"] else ""))
+    print(f"  quantize: shipped {q.evidence['precision']}"
+          + (f" (fallback: {q.evidence['reason']})" if q.evidence["fallback"] else ""))
     cached = all(r.cached for r in results.values())
     print(f"  total {sum(seconds.values()):.1f} s"
           + (" (cached: an earlier run in this workdir did the work)" if cached else ""))
     return {"torch": results["fine_tune"].model_dir,
             "fp32": results["export_onnx"].model_dir, "int8": q.model_dir,
-            "int8_is_int8": q.metrics["precision"] == "int8", "seconds": seconds}
+            "int8_is_int8": q.evidence["precision"] == "int8", "seconds": seconds}
 
 
 Timing = tuple[float, float, int]  # (median ms, best ms, threads)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
-from actions.pipeline import STEP_REFS
+from actions.contract import DeployTarget, WorkerSettings
 from daemon.act.champions import Champions
 from daemon.act.control import ControlPlane
 from daemon.act.run_metrics import OwnershipCollector, RunCollector
@@ -144,23 +144,22 @@ def build_monitoring(config: DaemonConfig, registry: CollectorRegistry,
 # -- act --------------------------------------------------------------------------------------
 
 
-def worker_environment(config: DaemonConfig, api_url: str) -> dict[str, str]:
-    artifacts = Path(config.state.artifacts_dir)
-    env = {
-        "LIFEGUARD_ARTIFACTS": str((artifacts / "cache").resolve()),
-        "LIFEGUARD_STATE": config.state.url or str(Path(config.state.path).resolve()),
-        "LIFEGUARD_THREADS": str(min(2, usable_cores())),
-        "LIFEGUARD_URL": api_url,
-        "HF_HUB_OFFLINE": "1",
-        "DO_NOT_TRACK": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
+def worker_settings(config: DaemonConfig, api_url: str) -> WorkerSettings:
+    """What every step's spec file carries from the daemon: the shared content-addressed
+    outputs, the cores a worker may use, and (with a fleet) where and how to deploy."""
+    deploy = None
     if config.fleet is not None:
-        env["LIFEGUARD_FLEET"] = config.fleet.model_dump_json()
-    token = config.api.resolved_token()
-    if token:
-        env["LIFEGUARD_TOKEN"] = token
-    return env
+        # paths resolved here, against the daemon's directory: a worker runs in its run's folder
+        fleet = config.fleet.model_copy(update={"repository": config.fleet.repository.resolve()})
+        deploy = DeployTarget(fleet=fleet, state_path=Path(config.state.path).resolve(),
+                              state_url=config.state.url, api_url=api_url,
+                              token=config.api.resolved_token())
+    return WorkerSettings(output_dir=(Path(config.state.artifacts_dir) / "cache").resolve(),
+                          threads=min(2, usable_cores()), deploy=deploy)
+
+
+# The worker process's environment: library switches only (lifeguard's settings are in the spec).
+WORKER_ENV = {"HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def build_control(config: DaemonConfig, store: StateStore, windows: WindowStore,
@@ -183,7 +182,8 @@ def build_control(config: DaemonConfig, store: StateStore, windows: WindowStore,
         config, store,
         snapshot_provider=SnapshotWriter(windows, Path(config.state.artifacts_dir) / "snapshots"),
         champion_provider=champions, deployed_version=deployed, owns=owns,
-        step_registry=STEP_REFS, worker_env=worker_environment(config, api_url))
+        worker_settings=worker_settings(config, api_url), worker_env=WORKER_ENV,
+        registry=registry)
     registry.register(RunCollector(store, deployed))
     registry.register(OwnershipCollector([m.name for m in config.models], owns))
     canary = config.fleet.rollout.canary if config.fleet is not None else CanaryConfig()

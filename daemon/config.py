@@ -38,12 +38,13 @@ from daemon.monitor.config import (
 from deploy.config import FleetConfig
 from detectors.config import SuiteConfig
 from lifeguard.config import StrictModel
+from lifeguard.errors import LifeguardError
 from lifeguard.tasks import Task
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
-class ConfigError(ValueError):
+class ConfigError(LifeguardError, ValueError):
     """The configuration file cannot be used; the message names each bad key's path."""
 
 
@@ -207,11 +208,11 @@ def _describe(exc: ValidationError) -> str:
 
 def _check_step_params(pipelines: dict[str, PipelineConfig]) -> None:
     """Params of the built-in steps are checked now, not when a run reaches them."""
-    from actions.pipeline import STEP_REFS, check_params
+    from actions.steps import STEPS, check_params
 
     for name, pipeline in pipelines.items():
         for i, step in enumerate(pipeline.steps):
-            if step.uses is None and step.name in STEP_REFS:
+            if step.uses is None and step.name in STEPS:
                 try:
                     check_params(step.name, step.params)
                 except ValueError as exc:

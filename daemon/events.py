@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from lifeguard.errors import LifeguardError
+
 INFERENCE_SCHEMA = "inference/v1"
 FEEDBACK_SCHEMA = "feedback/v1"
 
@@ -91,7 +93,7 @@ _decoder = msgspec.json.Decoder(Event)
 _encoder = msgspec.json.Encoder()
 
 
-class EventError(ValueError):
+class EventError(LifeguardError, ValueError):
     """A message that is not a valid event; ``reason`` is a short label for metrics."""
 
     def __init__(self, reason: str, detail: str) -> None:

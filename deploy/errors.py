@@ -1,21 +1,27 @@
 """What can go wrong on the serving-fleet side, sorted by what the caller can do about it.
 
-    DeployError
-    ├── PermanentDeployError        retrying the same call will fail the same way
-    │   ├── InvalidNameError        a model name or version that could escape the repository
-    │   ├── VersionNotFoundError    no such version in the repository
-    │   ├── TamperedVersionError    a version's files do not match its recorded sha256 sums
-    │   ├── ReplicaRejectedError    a replica answered, and said no (failed load, bad request)
-    │   └── SmokeTestError          a replica loaded the version but its inference was wrong
-    └── RetryableDeployError        try again after a delay
-        └── ReplicaUnavailableError a replica did not answer (down, timed out, 5xx)
+    LifeguardError                  lifeguard.errors
+    ├── IntegrityError              a version's files do not match its recorded sha256 sums
+    │                               (the repository refuses it; a rollout never starts)
+    └── DeployError
+        ├── PermanentDeployError        retrying the same call will fail the same way
+        │   ├── InvalidNameError        a model name or version that could escape the repository
+        │   ├── VersionNotFoundError    no such version in the repository
+        │   ├── ReplicaRejectedError    a replica answered, and said no (failed load, bad request)
+        │   └── SmokeTestError          a replica loaded the version but its inference was wrong
+        ├── RetryableDeployError        try again after a delay
+        │   └── ReplicaUnavailableError a replica did not answer (down, timed out, 5xx)
+        ├── ServingError (deploy.serving)  a request a replica cannot serve as asked
+        └── ApiError (deploy.openai_api)   an error answer of the replica's OpenAI API
 """
 
 from __future__ import annotations
 
+from lifeguard.errors import LifeguardError
 
-class DeployError(Exception):
-    """Root of every error raised by ``deploy``."""
+
+class DeployError(LifeguardError):
+    """Root of every error raised by ``deploy`` (a sum mismatch is lifeguard's IntegrityError)."""
 
 
 class PermanentDeployError(DeployError):
@@ -32,10 +38,6 @@ class InvalidNameError(PermanentDeployError, ValueError):
 
 class VersionNotFoundError(PermanentDeployError):
     """The repository holds no such model version."""
-
-
-class TamperedVersionError(PermanentDeployError):
-    """A version's files differ from the sums recorded when it was published."""
 
 
 class ReplicaRejectedError(PermanentDeployError):

@@ -20,13 +20,14 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime as ort
 
-from deploy.integrity import IntegrityError, verify_dir
+from deploy.integrity import verify_dir
+from lifeguard.errors import IntegrityError
+from lifeguard.tasks import TASKS
 
 Device = Literal["auto", "cpu", "cuda"]
 MODEL_FILE = "model.onnx"
 INFO_FILE = "model_info.json"
 ARTIFACT_FILE = "artifact.json"
-TASKS = ("sequence-classification", "causal-lm")
 PRECISIONS = ("fp32", "int8")
 
 _CUDA = "CUDAExecutionProvider"

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-_CHUNK = 1 << 20
-
-
-class IntegrityError(Exception):
-    """An artifact's files do not match their recorded sums: refuse to load it."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+from lifeguard.errors import IntegrityError
+from lifeguard.files import sha256_file
 
 
 def digest_dir(root: Path, exclude: frozenset[str] = frozenset()) -> dict[str, str]:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from daemon.events import InferenceEvent
+from deploy.errors import DeployError
 from deploy.serving import LoadedModel, ModelServer, ServingError
 from deploy.tap_events import Answer, Privacy, inference_event
 
@@ -24,7 +25,10 @@ DEFAULT_MAX_TOKENS = 16
 _FULL = Privacy()
 
 
-class ApiError(Exception):
+class ApiError(DeployError):
+    """A request the OpenAI-compatible API answers with an error: ``status``, and the
+    ``param`` at fault when one is."""
+
     def __init__(self, status: int, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.status = status

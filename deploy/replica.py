@@ -19,7 +19,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from daemon.events import InferenceEvent, Output
 from deploy.emitter import EventEmitter
@@ -35,14 +35,13 @@ from deploy.repository import (
     validate_model_name,
 )
 from deploy.serving import ModelServer, Prediction, ServingError
+from lifeguard.config import StrictModel
 
 log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "x-request-id"
 
 
-class ReplicaSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ReplicaSettings(StrictModel):
     repository: Path
     models: list[str] = Field(default_factory=list, description="NAME or NAME:VERSION")
     host: str = "127.0.0.1"

@@ -23,13 +23,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploy.errors import InvalidNameError, TamperedVersionError, VersionNotFoundError
-from deploy.integrity import IntegrityError, digest_dir, verify_dir
+from deploy.errors import InvalidNameError, VersionNotFoundError
+from deploy.integrity import digest_dir, verify_dir
+from lifeguard.errors import IntegrityError
+from lifeguard.files import atomic_write, fsync_dir
+from lifeguard.tasks import TASKS
 
 RECORD_NAME = "version.json"
 MODEL_FILE = "model.onnx"
 INFO_FILE = "model_info.json"
-TASKS = ("sequence-classification", "causal-lm")
 # Letters, digits and . _ - ; starts with a letter or digit, so "." and ".." can never match.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
@@ -129,16 +131,13 @@ class ModelRepository:
         return None
 
     def verify(self, model: str, version: int | str) -> VersionRecord:
-        """Check every file against its recorded sum; raise TamperedVersionError if one differs."""
+        """Check every file against its recorded sum; raise IntegrityError if one differs."""
         record = self.record(model, version)
         directory = self.version_dir(model, version)
-        try:
-            verify_dir(directory, record.files)
-        except IntegrityError as exc:
-            raise TamperedVersionError(str(exc)) from exc
+        verify_dir(directory, record.files)
         extra = set(digest_dir(directory, frozenset({RECORD_NAME}))) - set(record.files)
         if extra:
-            raise TamperedVersionError(f"{directory}: unrecorded files {sorted(extra)}")
+            raise IntegrityError(f"{directory}: unrecorded files {sorted(extra)}")
         return record
 
     def publish(self, model: str, source: Path | str, *, run_id: str | None = None,
@@ -168,10 +167,10 @@ class ModelRepository:
                 )
                 (staging / RECORD_NAME).write_text(record.to_json())
                 _fsync_tree(staging)
-                _write_atomic(model_dir / "config.pbtxt", triton_config_pbtxt(model, info))
+                atomic_write(model_dir / "config.pbtxt", triton_config_pbtxt(model, info))
                 # rename() of a directory is atomic: readers see the whole version or nothing.
                 os.rename(staging, model_dir / str(version))
-                _fsync_dir(model_dir)
+                fsync_dir(model_dir)
             finally:
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)
@@ -228,26 +227,9 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def _fsync_tree(root: Path) -> None:
     for path in root.rglob("*"):
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
-    _fsync_dir(root)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(root)

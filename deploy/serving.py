@@ -15,13 +15,14 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from deploy.batching import MicroBatcher
+from deploy.errors import DeployError
 from deploy.repository import ModelRepository, parse_version, validate_model_name
 
 Device = Literal["auto", "cpu", "cuda"]
 T = TypeVar("T")
 
 
-class ServingError(Exception):
+class ServingError(DeployError):
     """A request the replica cannot serve as asked (unknown model, wrong version, bad input)."""
 
 

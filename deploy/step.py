@@ -51,7 +51,7 @@ class DeployResult:
 def deploy(request: DeployRequest, fleet_config: FleetConfig, state: Path | str,
            judge: Judge | None = None, fence: Fence | None = None) -> DeployResult:
     """Publish and roll out; returns ``outcome="rolled_back"`` when the canary failed (the old
-    version then serves). Raises TamperedVersionError (permanent) for a version whose files do
+    version then serves). Raises IntegrityError (permanent) for a version whose files do
     not match their sums, ReplicaUnavailableError (retryable) when no replica answers, and
     StaleLeaseError when ``fence`` (the run's lease) was taken over: nothing more is done.
     ``state`` is the state store's path or URL."""

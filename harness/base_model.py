@@ -33,7 +33,8 @@ def prepare_base_model(cache: Path, n_train: int = 2000, seed: int = 0,
     import torch
 
     from actions.base_models import minilm_classifier
-    from actions.context import ActionPolicy, StepContext, TrainConfig
+    from actions.contract import StepContext
+    from actions.settings import ActionPolicy, TrainConfig
     from actions.steps import run_pipeline
     from simulator.corpus import training_examples
 
@@ -53,8 +54,9 @@ def prepare_base_model(cache: Path, n_train: int = 2000, seed: int = 0,
                                         max_length=max_length, seed=seed))
     fine_tuned, exported, quantized = run_pipeline(ctx, ("fine_tune", "export_onnx",
                                                          "quantize"))
-    metrics = {**fine_tuned.metrics, **{f"quantize.{k}": v for k, v in quantized.metrics.items()
-                                        if isinstance(v, int | float | str | bool)}}
+    metrics = {**fine_tuned.evidence, **{f"quantize.{k}": v for k, v in quantized.evidence.items()
+                                         if isinstance(v, int | float | str | bool)}}
+    assert fine_tuned.model_dir is not None and quantized.model_dir is not None
     record = {"checkpoint": str(fine_tuned.model_dir), "deployable": str(quantized.model_dir),
               "metrics": {k: v for k, v in metrics.items()
                           if isinstance(v, int | float | str | bool)}}

@@ -1,23 +1,30 @@
 """The one exception root of lifeguard, and the map of the tree under it.
 
-Each room defines its own subtree in its own module; a caller catches a room's root when it
-only needs to know which room failed, or a leaf when it can act on the cause::
+Each room defines its own subtree in its own module, where each class is documented; a caller
+catches a room's root when it only needs to know which room failed, or a leaf when it can act
+on the cause::
 
     LifeguardError                            lifeguard.errors
-    ├── ConfigError                           daemon.config: a config file cannot be used
-    ├── EventError                            daemon.events: a message that fails the contract
+    ├── IntegrityError                        lifeguard.errors: bytes != their recorded sha256
+    │                                         (any room: an artifact, a repository version, a
+    │                                         step's input); never retried
+    ├── ConfigError (+ValueError)             daemon.config: a config file cannot be used
+    ├── EventError (+ValueError)              daemon.events: a message that fails the contract
+    ├── StoreError                            lifeguard.state.engine: the state store is unusable
+    │   └── StaleLeaseError                       lifeguard.state.fencing: a stale fence
+    ├── AlertPayloadError (+ValueError)       daemon.act.alerts: not an Alertmanager payload
     ├── StepError                             actions.errors: a pipeline step failed
     │   ├── PermanentStepError                    the same inputs fail the same way
-    │   │   ├── BadInput, GateFailed, ParityError
-    │   │   └── IntegrityError                    (also under DeployError) bytes != recorded sha256
+    │   │   └── BadInput, GateFailed, ParityError
     │   └── RetryableStepError                    the machine, not the inputs: retry later
     │       └── ResourceExhausted
     ├── DeployError                           deploy.errors: the fleet side
-    │   ├── IntegrityError                        a file does not match its recorded sha256
-    │   ├── RepositoryError, FleetError, ...
-    ├── StoreError                            lifeguard.state.engine: the state store
-    │   └── StaleLeaseError                       lifeguard.state.fencing: a fenced write lost
+    │   ├── PermanentDeployError                  InvalidNameError, VersionNotFoundError, ...
+    │   ├── RetryableDeployError                  ReplicaUnavailableError
+    │   ├── ServingError                          deploy.serving: a request a replica refuses
+    │   └── ApiError                              deploy.openai_api: an OpenAI API error answer
     └── SimulatorError                        simulator.errors
+        └── SimulatorConfigError, SimulatorRunError, RequestFailedError
 """
 
 from __future__ import annotations

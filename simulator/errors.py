@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+from lifeguard.errors import LifeguardError
 
-class SimulatorError(Exception):
+
+class SimulatorError(LifeguardError):
     """Root of every error the simulator raises."""
 
 

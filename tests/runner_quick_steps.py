@@ -4,17 +4,13 @@ beside the run, so a test can see exactly what ran, when, and how often an effec
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
-from actions.step_api import (
-    GateFailed,
-    PermanentStepError,
-    RetryableStepError,
-    StepInputs,
-    StepOutcome,
-    StepStatus,
-)
+from actions.contract import StepContext, StepResult, StepStatus
+from actions.errors import GateFailed, PermanentStepError, RetryableStepError
+from actions.progress import Progress, report
 
 
 def _append(path: Path, line: str) -> None:
@@ -30,19 +26,19 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def record(inputs: StepInputs) -> StepOutcome:
+def record(ctx: StepContext) -> StepResult:
     """Log a start; apply the effect once (idempotent); hold on the first start if asked.
 
     params: log (file), hold (before | after | none: when to sleep on the first start),
     hold_s, retry_times (raise RetryableStepError on the first N starts), fail (permanent),
     gate_fail, rolled_back.
     """
-    p = inputs.params
+    p = ctx.params
     log = Path(p["log"])
-    tag = f"{inputs.run_id} {inputs.step_index}"
+    tag = f"{ctx.run_id} {ctx.step_index}"
     _append(log, f"start {tag} pid={os.getpid()} t={time.time():.3f}")
     starts = sum(1 for line in _lines(log) if line.startswith(f"start {tag} "))
-    missing = [f"out{i}" for i in range(inputs.step_index) if f"out{i}" not in inputs.artifacts]
+    missing = [f"out{i}" for i in range(ctx.step_index) if f"out{i}" not in ctx.artifacts]
     if missing:
         raise PermanentStepError(f"artifacts of earlier steps missing: {missing}")
     if starts <= int(p.get("retry_times", 0)):
@@ -61,23 +57,41 @@ def record(inputs: StepInputs) -> StepOutcome:
     if hold == "after":
         _append(log, f"holding {tag} pid={os.getpid()}")
         time.sleep(float(p.get("hold_s", 60)))
-    out = inputs.step_dir / "out.txt"
+    out = ctx.step_dir / "out.txt"
     out.write_text(f"{tag}\n")
+    report(ctx, Progress(ctx.run_id, ctx.step, 3, 3, loss=0.25))  # as a training step would
     _append(log, f"end {tag} t={time.time():.3f}")
     status = StepStatus.ROLLED_BACK if p.get("rolled_back") else StepStatus.OK
-    evidence = {"starts": starts, "snapshot": str(inputs.snapshot_path),
-                "champion": str(inputs.champion_path), "params": dict(p)}
-    return StepOutcome.of({f"out{inputs.step_index}": out}, evidence, status)
+    evidence = {"starts": starts, "snapshot": str(ctx.snapshot),
+                "champion": str(ctx.champion_dir), "params": dict(p)}
+    return StepResult.of({f"out{ctx.step_index}": out}, evidence, status)
 
 
-def crash(inputs: StepInputs) -> StepOutcome:
+def crash(ctx: StepContext) -> StepResult:
     """Die without a result, as an OOM-killed worker would."""
     print("CUDA out of memory (simulated)", flush=True)
     os._exit(3)
 
 
-def hang(inputs: StepInputs) -> StepOutcome:
-    if "log" in inputs.params:
-        _append(Path(inputs.params["log"]), f"hanging pid={os.getpid()}")
+def hang(ctx: StepContext) -> StepResult:
+    if "log" in ctx.params:
+        _append(Path(ctx.params["log"]), f"hanging pid={os.getpid()}")
     time.sleep(600)
     raise AssertionError("unreachable")
+
+
+def inspect(ctx: StepContext) -> StepResult:
+    """Evidence of what the worker was given: its spec file's mode, the settings in it, and
+    any lifeguard variable in its environment (there should be none)."""
+    deploy = ctx.deploy
+    token = deploy.token.get_secret_value() if deploy and deploy.token else None
+    evidence = {
+        "spec_mode": oct(os.stat(sys.argv[1]).st_mode & 0o777),
+        "lifeguard_env": sorted(k for k in os.environ if k.startswith("LIFEGUARD_")),
+        "threads": ctx.threads, "device": ctx.device, "output_dir": str(ctx.output_dir),
+        "api_url": deploy.api_url if deploy else None,
+        "token_matches": token == ctx.params.get("expect_token"),
+        "model": ctx.model, "step": ctx.step, "attempt": ctx.attempt,
+        "step_dir": str(ctx.step_dir),
+    }
+    return StepResult.of({}, evidence)

@@ -23,7 +23,8 @@ SETTINGS = LoopSettings(replicas=3, window=400, reference=300, evaluate_every=10
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny classifier trained on the base domain, exported and quantized like v1 would be."""
-    from actions.context import ActionPolicy, StepContext, TrainConfig
+    from actions.contract import StepContext
+    from actions.settings import ActionPolicy, TrainConfig
     from actions.steps import run_pipeline
     from harness.tiny_models import build_classifier
     from simulator.corpus import tokenizer_texts, training_examples
@@ -39,6 +40,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                       snapshot=snapshot, threads=2, policy=ActionPolicy(max_quantize_drop=0.03),
                       train=TrainConfig(max_length=48))
     _, quantized = run_pipeline(ctx, ("export_onnx", "quantize"))
+    assert quantized.model_dir is not None
     return checkpoint, quantized.model_dir
 
 

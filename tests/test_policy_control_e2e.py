@@ -1,6 +1,7 @@
 """End to end on real parts: a config file with an approve-mode policy, the control plane on a
 real SQLite file and real HTTP, evaluations in, approval through the CLI, the runner's worker
-processes executing the pipeline, the audit trail readable back over the API."""
+processes executing the pipeline, the audit trail readable back over the API, the steps'
+metrics on /metrics."""
 
 from __future__ import annotations
 
@@ -46,9 +47,10 @@ def test_breach_to_approved_run_to_audit(tmp_path: Path, monkeypatch: pytest.Mon
     cfg.write_text(CONFIG.format(db=tmp_path / "state.db", log=tmp_path / "steps.log"))
     config = load_config(cfg)
     store = StateStore(config.state.path)
+    registry = CollectorRegistry()  # the daemon's: what /metrics serves
     control = ControlPlane(config, store, snapshot_provider=lambda m: tmp_path / "snap.jsonl",
-                           worker_env={"PYTHONPATH": str(TESTS)}).start()
-    server = ApiServer(create_app(CollectorRegistry(), lambda: (True, ""), lambda: (True, ""),
+                           worker_env={"PYTHONPATH": str(TESTS)}, registry=registry).start()
+    server = ApiServer(create_app(registry, lambda: (True, ""), lambda: (True, ""),
                                   [control.router])).start()
     monkeypatch.setenv("LIFEGUARD_URL", server.url)
     try:
@@ -74,6 +76,11 @@ def test_breach_to_approved_run_to_audit(tmp_path: Path, monkeypatch: pytest.Mon
         assert actions == ["run.pending_approval", "run.queued", "run.leased", "run.running",
                            "run.step_done", "run.step_done", "run.succeeded"]
         assert (tmp_path / "runs" / run.id / "00-first" / "out.txt").is_file()
+        # each worker's step metrics, from its result file, on the daemon's /metrics
+        scraped = httpx.get(f"{server.url}/metrics").text
+        assert 'lifeguard_action_steps_finished_total{outcome="done",step="second"} 1.0' in scraped
+        assert 'lifeguard_action_train_steps{step="first"} 3.0' in scraped
+        assert 'lifeguard_action_train_loss{step="first"} 0.25' in scraped
     finally:
         server.stop()
         control.stop()

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 from policy_fixtures import TESTS, engine, evaluation, queued_run, quick_steps
+from prometheus_client import CollectorRegistry
 
+from actions.contract import DeployTarget, WorkerSettings
 from daemon.act.runner import Runner
 from daemon.act.runs import RunState, StepRecord
 from daemon.act.store import StateStore
+from deploy.config import FleetConfig
 
 BREACH = {"drift.distribution[x]": True}
 
@@ -57,13 +60,54 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 def test_retryable_error_is_retried_then_succeeds(store: StateStore, tmp_path: Path) -> None:
+    registry = CollectorRegistry()
     run_id = queued_run(store, "m", quick_steps(tmp_path / "steps.log", n=2, retry_times=2))
-    _runner(store, tmp_path).execute(run_id)
+    _runner(store, tmp_path, registry=registry).execute(run_id)
     run = store.get_run(run_id)
     assert run is not None and run.state is RunState.SUCCEEDED
     assert [s.attempts for s in store.steps(run_id)] == [3, 3]
     retries = [a for a in store.list_audit(run_id=run_id) if a.action == "run.step_retry"]
     assert len(retries) == 4 and retries[0].evidence["retry_in_s"] == 0.05
+    # what each worker reported in its result file, on the daemon's registry
+    finished = "lifeguard_action_steps_finished_total"
+    assert registry.get_sample_value(finished, {"step": "s1", "outcome": "retryable"}) == 2
+    assert registry.get_sample_value(finished, {"step": "s1", "outcome": "done"}) == 1
+    assert registry.get_sample_value("lifeguard_action_train_loss", {"step": "s0"}) == 0.25
+
+
+def test_the_spec_file_is_the_workers_only_input(store: StateStore, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIFEGUARD_TOKEN", "from-the-daemon-env")  # must not reach the step
+    fleet = FleetConfig(replicas=["http://127.0.0.1:9"], repository=tmp_path / "repo")
+    settings = WorkerSettings(output_dir=tmp_path / "cache", threads=1, device="cpu",
+                              deploy=DeployTarget(fleet=fleet, state_path=tmp_path / "s.db",
+                                                  api_url="http://127.0.0.1:8",
+                                                  token="t0ken"))  # type: ignore[arg-type]
+    steps = ({"name": "look", "uses": "runner_quick_steps:inspect", "timeout": 30,
+              "params": {"expect_token": "t0ken", "threads": 2}},)
+    run_id = queued_run(store, "m", steps)
+    monkeypatch.chdir(tmp_path)  # a relative work root means the daemon's folder, not the worker's
+    Runner(store, Path("runs"), settings=settings,
+           worker_env={"PYTHONPATH": str(TESTS)}).execute(run_id)
+    assert store.get_run(run_id).state is RunState.SUCCEEDED  # type: ignore[union-attr]
+    seen = store.steps(run_id)[0].evidence
+    assert seen["step_dir"] == str(tmp_path / "runs" / run_id / "00-look")
+    assert seen["spec_mode"] == "0o600" and seen["lifeguard_env"] == []
+    assert seen["token_matches"] and seen["api_url"] == "http://127.0.0.1:8"
+    assert (seen["threads"], seen["device"]) == (2, "cpu")  # a param overrides the default
+    assert seen["output_dir"] == str(tmp_path / "cache")
+    assert (seen["model"], seen["step"], seen["attempt"]) == ("m", "look", 1)
+    assert not list((tmp_path / "runs" / run_id).glob("*.spec.json")), "token left on disk"
+
+
+def test_a_misspelled_param_of_a_builtin_step_fails_before_a_worker_starts(
+    store: StateStore, tmp_path: Path,
+) -> None:
+    run_id = queued_run(store, "m", ({"name": "fine_tune", "params": {"epocs": 2}},))
+    _runner(store, tmp_path).execute(run_id)
+    run = store.get_run(run_id)
+    assert run is not None and run.state is RunState.FAILED and "epocs" in (run.error or "")
+    assert not list((tmp_path / "runs" / run_id).glob("*.log"))  # no worker ran
 
 
 def test_gate_failure_fails_the_run_with_evidence_and_stops(store: StateStore,
@@ -124,6 +168,8 @@ def test_tampered_artifact_fails_the_next_step(store: StateStore, tmp_path: Path
     run = store.get_run(run_id)
     assert run is not None and run.state is RunState.FAILED
     assert "changed since it was produced" in (run.error or "")
+    last = store.transitions(run_id)[-1].evidence
+    assert last["error_type"] == "IntegrityError" and last["artifact"] == "out0"
     assert _log(tmp_path) == []  # checked before the step was called
 
 
@@ -298,7 +344,7 @@ def test_a_result_written_before_the_daemon_died_is_recorded_not_rerun(
 ) -> None:
     run_id = queued_run(store, "m", quick_steps(tmp_path / "steps.log", n=2))
     store.transition(run_id, RunState.RUNNING, "runner", [RunState.QUEUED])
-    from actions.step_api import content_sha256
+    from actions.contract import content_sha256
 
     # What a worker leaves when it finished step 0 just before a kill -9 of the daemon.
     work = tmp_path / "runs" / run_id

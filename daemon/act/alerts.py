@@ -17,9 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from daemon.act.config import AlertsConfig
 from daemon.act.policy import PolicyEngine
 from daemon.act.store import StateStore
+from lifeguard.errors import LifeguardError
 
 
-class AlertPayloadError(ValueError):
+class AlertPayloadError(LifeguardError, ValueError):
     """The webhook body is not a valid Alertmanager v4 payload; ``str()`` is the reason."""
 
 

@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
+    from prometheus_client import CollectorRegistry
 
+    from actions.contract import WorkerSettings
     from daemon.config import DaemonConfig
     from daemon.monitor.config import ReferenceConfig
 
@@ -47,8 +49,9 @@ class ControlPlane:
         champion_provider: PathProvider | None = None,
         deployed_version: Callable[[str], str | None] | None = None,
         owns: Callable[[str], bool] | None = None,
-        step_registry: Mapping[str, str] | None = None,
+        worker_settings: WorkerSettings | None = None,
         worker_env: Mapping[str, str] | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         settings = config.policy_settings()
         self.store = store
@@ -59,8 +62,8 @@ class ControlPlane:
         work_root = (Path(settings.runner.work_dir) if settings.runner.work_dir
                      else Path(config.state.path).parent / "runs")
         self.runner = Runner(store, work_root, settings.runner.max_concurrent_runs,
-                             settings.runner.poll_interval, step_registry, worker_env,
-                             owns=owns, owner=settings.runner.instance_id,
+                             settings.runner.poll_interval, worker_settings, worker_env,
+                             owns=owns, registry=registry, owner=settings.runner.instance_id,
                              lease_ttl_s=settings.runner.lease_ttl, prepare=self._prepare)
         self.router: APIRouter = create_router(
             store, self.engine, config.api.resolved_token(), settings.alerts,

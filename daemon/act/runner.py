@@ -7,9 +7,13 @@ anywhere a restart re-runs at most the step that was in flight (steps are idempo
 that overruns its timeout has its worker killed and fails the run; retryable errors and worker
 crashes are retried with exponential backoff up to the step's ``max_attempts``.
 
+A worker's only input is its spec file (actions.contract.WorkerSpec, written 0600 because it
+may carry the API token for a canary's judge, and removed when the attempt ends); each step's
+outcome, wall time and last training progress go to ``lifeguard_action_*`` on /metrics.
+
 Several instances may share one store: a run executes under a renewed lease whose fencing token
-every state change carries. A moved model stops its run at the next step boundary; a lease
-taken over (after it lapsed) kills the worker, and every further write is refused.
+every state change (and the deploy step's every rollout write) carries. A moved model stops its
+run at the next step boundary; a lease taken over (after it lapsed) kills the worker.
 """
 
 from __future__ import annotations
@@ -27,16 +31,23 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from actions.step_api import content_sha256
+from actions.contract import StepContext, WorkerSettings, WorkerSpec, content_sha256
+from actions.errors import StepError
+from actions.progress import ActionMetrics, Progress
+from actions.steps import STEPS, check_params
 from daemon.act.leases import LeaseKeeper
 from daemon.act.runs import ActionRun, RunState, StepRecord
 from daemon.act.store import Fence, StaleLeaseError, StateStore
+from lifeguard.files import atomic_write
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
-_ROOT = Path(__file__).resolve().parent.parent  # so workers import this very checkout
+_ROOT = Path(__file__).resolve().parents[2]  # so workers import this very checkout
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,30 +63,37 @@ class Runner:
         work_root: Path,
         max_concurrent: int = 1,
         poll_interval: float = 1.0,
-        step_registry: Mapping[str, str] | None = None,
+        settings: WorkerSettings | None = None,
         worker_env: Mapping[str, str] | None = None,
         python: str = sys.executable,
         owns: Callable[[str], bool] | None = None,
+        registry: CollectorRegistry | None = None,
         owner: str | None = None,
         lease_ttl_s: float = 30.0,
         take_over_on_start: bool | None = None,
         prepare: Callable[[ActionRun, Fence], None] | None = None,
     ) -> None:
-        """``owns(model)``: whether this instance acts for a model (default: every model).
-        ``owner`` names it in run leases (default host-pid), which lapse ``lease_ttl_s`` after
-        their last renewal. ``take_over_on_start`` (default: a SQLite store, one instance's
-        alone): runs a previous process leased are taken over at once. ``prepare`` fills in
-        what a run created on another instance lacks (its snapshot) before the first step."""
+        """``settings`` go to every step in its spec file; ``worker_env`` is only the worker
+        process's environment (PYTHONPATH, library switches), never lifeguard's settings.
+        ``owns(model)`` says whether this instance acts for a model (partition ownership when
+        several daemons share one store); default: every model. Step metrics go on
+        ``registry`` when given. ``owner`` names this instance in run leases (default
+        host-pid), which lapse ``lease_ttl_s`` after their last renewal. ``take_over_on_start``
+        (default: a SQLite store, one instance's alone): runs a previous process leased are
+        taken over at once. ``prepare`` gives a run created on another instance what it lacks
+        (its snapshot) before the first step."""
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be > 0, got {poll_interval}")
         self.store = store
-        self.work_root = Path(work_root)
+        # absolute: a worker runs in its run's folder, and reads every path from its spec
+        self.work_root = Path(work_root).resolve()
         self.max_concurrent = max_concurrent
         self.poll_interval = poll_interval
-        self.registry = dict(step_registry or {})
+        self.settings = settings or WorkerSettings()
         self._env = dict(worker_env or {})
+        self.metrics = ActionMetrics(registry) if registry is not None else None
         self._python = python
         self._owns = owns or (lambda model: True)
         self.leases = LeaseKeeper(store, owner or f"{socket.gethostname()}-{os.getpid()}",
@@ -252,6 +270,7 @@ class Runner:
             result = outcome.result
             if outcome.kind == "stopped":
                 return False
+            self._observe(step["name"], outcome)
             if outcome.kind == "ok":
                 return self._record(run, index, result, attempt)
             error = f"step {index} ({step['name']}) {outcome.kind}: {result.get('message', '')}"
@@ -300,21 +319,45 @@ class Runner:
                 continue  # unreadable or artifacts gone: run the step again
         return None
 
-    def _inputs(self, run: ActionRun, index: int, attempt: int) -> tuple[dict, dict]:
-        artifacts: dict[str, str] = {}
+    def _observe(self, step: str, attempt: _Attempt) -> None:
+        """Put what the worker reported about its step on the daemon's /metrics."""
+        if self.metrics is None:
+            return
+        reported = attempt.result.get("metrics") or {}
+        if reported.get("progress"):
+            self.metrics.observe(Progress(**reported["progress"]))
+        # no report: the worker crashed, timed out, or its params were refused before it ran
+        outcome = reported.get("outcome") or {"permanent": "failed"}.get(attempt.kind,
+                                                                           attempt.kind)
+        self.metrics.finish(step, outcome, float(reported.get("seconds") or 0.0))
+
+    def _spec(self, run: ActionRun, index: int, attempt: int, result_path: Path) -> WorkerSpec:
+        """The worker's only input; raises StepError or ValueError for unusable params."""
+        artifacts: dict[str, Path] = {}
         sums: dict[str, str] = {}
         for record in self.store.steps(run.id):
             for name, art in record.artifacts.items():
-                artifacts[name], sums[name] = art["path"], art["sha256"]
+                artifacts[name], sums[name] = Path(art["path"]), art["sha256"]
         step = run.steps[index]
-        inputs = {
-            "run_id": run.id, "model": run.model, "step_index": index,
-            "step_name": step["name"], "work_dir": str(self.work_root / run.id),
-            "params": step.get("params", {}), "artifacts": artifacts,
-            "snapshot_path": run.snapshot_path, "champion_path": run.champion_path,
-            "attempt": attempt,
-        }
-        return inputs, sums
+        params = step.get("params", {})
+        if step.get("uses") is None and step["name"] in STEPS:
+            check_params(step["name"], params)  # a built-in step refuses a param it lacks
+        ctx = StepContext.for_step(
+            run_id=run.id, model=run.model, step=step["name"], step_index=index,
+            attempt=attempt, work_dir=self.work_root / run.id, params=params,
+            artifacts=artifacts, settings=self._settings_for(run.id),
+            snapshot=Path(run.snapshot_path).resolve() if run.snapshot_path else None,
+            champion_dir=Path(run.champion_path).resolve() if run.champion_path else None)
+        return WorkerSpec(ref=step.get("uses") or step["name"], context=ctx, verify=sums,
+                          parent_pid=os.getpid(), result_path=result_path)
+
+    def _settings_for(self, run_id: str) -> WorkerSettings:
+        """The deploy target carries the run's fence: its every rollout write checks it."""
+        fence = self.leases.fence(run_id)
+        if self.settings.deploy is None or fence is None:
+            return self.settings
+        deploy = self.settings.deploy.model_copy(update={"fence": fence})
+        return self.settings.model_copy(update={"deploy": deploy})
 
     def _attempt(self, run: ActionRun, index: int, attempt: int) -> _Attempt:
         step = run.steps[index]
@@ -323,17 +366,23 @@ class Runner:
         stem = work_dir / f".step-{index:02d}-attempt-{attempt}"
         result_path = stem.with_suffix(".result.json")
         result_path.unlink(missing_ok=True)
-        inputs, sums = self._inputs(run, index, attempt)
-        ref = step.get("uses") or self.registry.get(step["name"], step["name"])
-        spec = {"ref": ref, "inputs": inputs, "verify": sums, "parent_pid": os.getpid(),
-                "result_path": str(result_path)}
+        try:
+            spec = self._spec(run, index, attempt, result_path)
+        except (StepError, ValueError) as exc:
+            return _Attempt("permanent", {"type": type(exc).__name__, "message": str(exc)})
         spec_path = stem.with_suffix(".spec.json")
-        spec_path.write_text(json.dumps(spec))
-        env = {**os.environ, **self._env}
-        fence = self.leases.fence(run.id)
-        if fence is not None:  # the deploy step checks it before every fleet action
-            env["LIFEGUARD_FENCE"] = json.dumps(
-                {"run_id": fence.run_id, "owner": fence.owner, "token": fence.token})
+        atomic_write(spec_path, spec.model_dump_json(), mode=0o600)
+        try:
+            return self._spawn(run.id, step, spec_path, result_path, stem)
+        finally:
+            spec_path.unlink(missing_ok=True)  # it may hold the token: not kept past the attempt
+
+    def _spawn(self, run_id: str, step: Mapping[str, Any], spec_path: Path, result_path: Path,
+               stem: Path) -> _Attempt:
+        # The spec is the worker's only input: none of the daemon's own LIFEGUARD_* variables
+        # (its API token among them) leak into a step's environment.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("LIFEGUARD_")}
+        env = {**inherited, **self._env}
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(_ROOT), self._env.get("PYTHONPATH"), os.environ.get("PYTHONPATH"))
             if p
@@ -344,11 +393,11 @@ class Runner:
             proc = subprocess.Popen(
                 [self._python, "-m", "daemon.act.worker", str(spec_path)],
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
-                cwd=work_dir, start_new_session=True,
+                cwd=stem.parent, start_new_session=True,
             )
             deadline = time.monotonic() + timeout
             while proc.poll() is None:
-                if self._stop.is_set() or self.leases.lost(run.id):
+                if self._stop.is_set() or self.leases.lost(run_id):
                     _kill(proc)
                     return _Attempt("stopped", {})
                 if time.monotonic() > deadline:

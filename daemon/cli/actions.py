@@ -30,7 +30,7 @@ def _settings(path: Path | None) -> dict[str, Any]:
 @app.command("step")
 def step(
     name: Annotated[str, typer.Argument(help="fine_tune | evaluate | export_onnx | quantize | "
-                                             "prune")],
+                                             "prune (deploy runs only in the daemon)")],
     model_dir: Annotated[Path, typer.Option(help="The step's input model folder.")],
     output_dir: Annotated[Path, typer.Option(help="Where content-addressed outputs go.")],
     snapshot: Annotated[Path | None, typer.Option(help="Labelled traffic, JSONL.")] = None,
@@ -42,27 +42,30 @@ def step(
         help="YAML with `policy:` (ActionPolicy) and `train:` (TrainConfig) mappings.")] = None,
 ) -> None:
     """Run one action step and print its StepResult (or the failure) as JSON."""
-    from actions.context import StepContext
-    from actions.errors import ActionError, GateFailed
+    from actions.contract import StepContext
+    from actions.errors import GateFailed, StepError, is_retryable
     from actions.progress import Progress
-    from actions.steps import run_step
+    from actions.steps import STEPS, run_step
+    from lifeguard.errors import IntegrityError
 
     raw = _settings(settings)
     unknown = set(raw) - {"policy", "train"}
     if unknown:
         raise typer.BadParameter(f"{settings}: unknown keys {sorted(unknown)}")
+    if name not in STEPS:
+        raise typer.BadParameter(f"unknown step {name!r}; known: {', '.join(sorted(STEPS))}")
 
     def show(p: Progress) -> None:
         if p.current == p.total or p.current % 10 == 0:
             typer.echo(f"{p.step} {p.current}/{p.total} loss {p.loss:.4f}", err=True)
 
     try:
-        ctx = StepContext.from_dict({
-            "run_id": "manual", "model_dir": model_dir, "output_dir": output_dir,
+        ctx = StepContext.model_validate({
+            "run_id": "manual", "step": name, "model_dir": model_dir, "output_dir": output_dir,
             "snapshot": snapshot, "reference": reference, "champion_dir": champion_dir,
             "device": device, "threads": threads, "policy": raw.get("policy", {}),
-            "train": raw.get("train", {}),
-        }, progress=show)
+            "train": raw.get("train", {}), "progress": show,
+        })
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     try:
@@ -71,10 +74,8 @@ def step(
         typer.echo(json.dumps({"step": name, "failed": "gate", "evidence": exc.evidence},
                               indent=2))
         raise typer.Exit(EXIT_PERMANENT) from None
-    except ActionError as exc:
+    except (StepError, IntegrityError) as exc:
         typer.echo(json.dumps({"step": name, "failed": type(exc).__name__, "error": str(exc),
-                               "retryable": exc.retryable}, indent=2))
-        raise typer.Exit(EXIT_RETRYABLE if exc.retryable else EXIT_PERMANENT) from None
-    except ValueError as exc:  # an unknown step name
-        raise typer.BadParameter(str(exc)) from None
-    typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+                               "retryable": is_retryable(exc)}, indent=2))
+        raise typer.Exit(EXIT_RETRYABLE if is_retryable(exc) else EXIT_PERMANENT) from None
+    typer.echo(json.dumps({"step": name, **result.to_json()}, indent=2, default=str))

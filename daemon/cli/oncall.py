@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from daemon.cli import app
+from lifeguard.config import parse_duration
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -171,9 +172,8 @@ def _print_json(value: Any) -> None:
 
 def parse_since(value: str) -> float:
     """``2h`` / ``30m`` / ``1d`` ago, an ISO 8601 time, or epoch seconds → epoch seconds."""
-    if match := _AGO.match(value.strip()):
-        scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-        return time.time() - float(match.group(1)) * scale
+    if _AGO.match(value.strip()):
+        return time.time() - float(parse_duration(value))
     try:
         return float(value)
     except ValueError:

@@ -29,6 +29,7 @@ from daemon.monitor.window_store import WindowStore
 from daemon.monitor.windows import RowsSnapshot
 from detectors.columns import feature_column
 from detectors.result import Verdict
+from lifeguard.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -288,11 +289,8 @@ class Evaluator:
                                     name=f"{name} v{version}: {evaluation.id}",
                                     metadata={"evaluation_id": evaluation.id},
                                     tags=["breach-report", f"version:{version}"])
-            path = model.report_dir / name / f"{evaluation.id}.html"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(render_html(snapshot))
-            tmp.replace(path)
+            path = atomic_write(model.report_dir / name / f"{evaluation.id}.html",
+                                render_html(snapshot))
             log.info("breach report for %s v%s: %s", name, version, path)
         except Exception:
             log.exception("rendering the breach report for %s failed", evaluation.id)

@@ -5,11 +5,11 @@ exactly what triggered it."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 from daemon.monitor.window_store import WindowStore
+from lifeguard.files import atomic_write
 
 
 class SnapshotWriter:
@@ -39,12 +39,5 @@ class SnapshotWriter:
             lines[row.request_id] = json.dumps(record)
         if len(lines) < self.min_rows:
             return None
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{model}-{time.time_ns()}.jsonl"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            f.write("\n".join(lines.values()) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-        return path
+        return atomic_write(path, "\n".join(lines.values()) + "\n")

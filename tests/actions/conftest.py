@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from actions.context import ActionPolicy, StepContext, StepResult, TrainConfig
+from actions.contract import StepContext, StepResult
+from actions.settings import ActionPolicy, TrainConfig
 from actions.snapshot import write_snapshot
 from harness.tiny_models import cached_causal_lm, cached_classifier, review_corpus
 

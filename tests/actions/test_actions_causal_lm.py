@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actions.context import StepContext, StepResult
+from actions.contract import StepContext, StepResult
 from actions.errors import GateFailed
 from actions.steps import run_step
 from deploy.inference import OnnxCausalLM
@@ -20,7 +20,7 @@ def lm_tuned(lm_ctx: StepContext) -> StepResult:
 
 
 def test_fine_tune_lowers_the_target_nll(lm_tuned: StepResult) -> None:
-    m = lm_tuned.metrics
+    m = lm_tuned.evidence
     assert m["task"] == "causal-lm"
     assert m["loss_after"] < m["loss_before"] - 0.3
 
@@ -42,10 +42,10 @@ def test_objective_scores_only_the_target_tokens(lm_dir: Path) -> None:
 
 
 def test_gate_compares_perplexity_both_ways(lm_ctx: StepContext, lm_tuned: StepResult) -> None:
-    passed = run_step("evaluate", lm_ctx.with_model(lm_tuned.model_dir)).metrics
+    passed = run_step("evaluate", lm_ctx.with_model(lm_tuned.model_dir)).evidence
     assert passed["passed"] and passed["metric"] == "perplexity"
     assert passed["candidate"] < passed["champion"]
-    worse = StepContext(**{**lm_ctx.__dict__, "champion_dir": lm_tuned.model_dir})
+    worse = lm_ctx.replace(champion_dir=lm_tuned.model_dir)
     with pytest.raises(GateFailed) as info:
         run_step("evaluate", worse)
     assert info.value.evidence["candidate"] > info.value.evidence["champion"]
@@ -57,8 +57,8 @@ def test_exported_lm_scores_and_generates_like_pytorch(lm_ctx: StepContext,
     from actions.torch_models import load_torch_model
 
     exported = run_step("export_onnx", lm_ctx.with_model(lm_tuned.model_dir))
-    assert exported.metrics["max_abs_diff"] <= 1e-3
-    onnx_lm = OnnxCausalLM.from_dir(exported.artifact_dir, device="cpu", threads=2)
+    assert exported.evidence["max_abs_diff"] <= 1e-3
+    onnx_lm = OnnxCausalLM.from_dir(exported.model_dir, device="cpu", threads=2)
     torch_lm = load_torch_model(lm_tuned.model_dir, "cpu", 2)
     texts, prompts = [" pasta was bland", " great coffee today"], ["the", "my"]
     np.testing.assert_allclose(onnx_lm.nll(texts, prompts), torch_lm.nll(texts, prompts),
@@ -79,7 +79,7 @@ def test_exported_lm_scores_and_generates_like_pytorch(lm_ctx: StepContext,
         row.append(token)
     assert out[0] == torch_lm.tokenizer.decode(row[1 + len(ids):], skip_special_tokens=True)
 
-    quantized = run_step("quantize", lm_ctx.with_model(exported.model_dir)).metrics
+    quantized = run_step("quantize", lm_ctx.with_model(exported.model_dir)).evidence
     if quantized["fallback"]:
         assert quantized["loss"] > quantized["allowed"] and quantized["precision"] == "fp32"
     else:

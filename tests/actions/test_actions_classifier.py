@@ -10,29 +10,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actions.context import ActionPolicy, StepContext, StepResult
-from actions.errors import ArtifactCorrupted, GateFailed, ParityError
+from actions.contract import StepContext, StepResult
+from actions.errors import GateFailed, ParityError
 from actions.progress import ActionMetrics, Progress
+from actions.settings import ActionPolicy
 from actions.snapshot import read_snapshot, split_holdout
 from actions.steps import STEPS, run_pipeline, run_step
-from deploy.inference import IntegrityError, ModelInfo, OnnxClassifier, load_onnx
+from deploy.inference import ModelInfo, OnnxClassifier, load_onnx
+from lifeguard.errors import IntegrityError
+from lifeguard.files import sha256_file
 
 
 def test_registry_names_every_step() -> None:
-    assert set(STEPS) == {"fine_tune", "evaluate", "export_onnx", "quantize", "prune"}
+    assert set(STEPS) == {"fine_tune", "evaluate", "export_onnx", "quantize", "prune", "deploy"}
 
 
 def test_fine_tune_lowers_the_loss_and_reports_progress(clf_ctx: StepContext,
                                                         tuned: StepResult) -> None:
-    m = tuned.metrics
+    m = tuned.evidence
     assert m["loss_after"] < 0.7 * m["loss_before"]
     assert m["steps"] > 0 and m["resumed_from_step"] == 0
     assert m["replay_rows"] > 0 and m["skipped_rows"] == 1  # the row with an unknown label
     # a 20% replay share: replay / (train + replay) close to 0.2
     assert abs(m["replay_rows"] / (m["train_rows"] + m["replay_rows"]) - 0.2) < 0.02
-    assert (tuned.artifact_dir / "model.safetensors").is_file()
-    assert not any(tuned.artifact_dir.glob("*.bin"))  # never a pickle
-    assert (tuned.artifact_dir / "artifact.json").is_file()
+    assert (tuned.model_dir / "model.safetensors").is_file()
+    assert not any(tuned.model_dir.glob("*.bin"))  # never a pickle
+    assert (tuned.model_dir / "artifact.json").is_file()
 
 
 def test_holdout_rows_never_reach_training(clf_ctx: StepContext) -> None:
@@ -50,10 +53,9 @@ def test_holdout_rows_never_reach_training(clf_ctx: StepContext) -> None:
 
 def test_rerun_on_the_same_inputs_is_a_no_op(clf_ctx: StepContext, tuned: StepResult) -> None:
     seen: list[Progress] = []
-    again = run_step("fine_tune", StepContext(**{**clf_ctx.__dict__, "run_id": "another",
-                                                 "progress": seen.append}))
+    again = run_step("fine_tune", clf_ctx.replace(run_id="another", progress=seen.append))
     assert again.cached and not seen  # no training step ran
-    assert again.artifact_dir == tuned.artifact_dir and again.files == tuned.files
+    assert again.artifacts == tuned.artifacts  # the same folder, the same sums
 
 
 def test_interrupted_fine_tune_resumes_to_the_same_weights(
@@ -68,15 +70,15 @@ def test_interrupted_fine_tune_resumes_to_the_same_weights(
         if p.current == 25:
             raise Crash
 
-    ctx = StepContext(**{**clf_ctx.__dict__, "output_dir": tmp_path, "progress": crash_at_25})
+    ctx = clf_ctx.replace(output_dir=tmp_path, progress=crash_at_25)
     with pytest.raises(Crash):
         run_step("fine_tune", ctx)
     assert not list(tmp_path.glob("fine_tune-*"))  # nothing half-written under the final name
-    resumed = run_step("fine_tune", StepContext(**{**ctx.__dict__, "progress": None}))
-    assert resumed.metrics["resumed_from_step"] == 20  # checkpoints every 10 steps
+    resumed = run_step("fine_tune", ctx.replace(progress=None))
+    assert resumed.evidence["resumed_from_step"] == 20  # checkpoints every 10 steps
     assert not list(tmp_path.glob(".work-*"))  # checkpoints are gone once published
-    a = load_file(str(tuned.artifact_dir / "model.safetensors"))
-    b = load_file(str(resumed.artifact_dir / "model.safetensors"))
+    a = load_file(str(tuned.model_dir / "model.safetensors"))
+    b = load_file(str(resumed.model_dir / "model.safetensors"))
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_allclose(a[name], b[name], atol=1e-5, err_msg=name)
@@ -84,30 +86,30 @@ def test_interrupted_fine_tune_resumes_to_the_same_weights(
 
 def test_gate_passes_a_better_candidate(clf_ctx: StepContext, tuned: StepResult) -> None:
     result = run_step("evaluate", clf_ctx.with_model(tuned.model_dir))
-    m = result.metrics
+    m = result.evidence
     assert m["passed"] and m["metric"] == "accuracy"
     assert m["candidate"] >= m["champion"] + 0.1  # the domain shift was learned
     assert result.model_dir == tuned.model_dir  # the candidate goes on to export
-    assert json.loads((result.artifact_dir / "gate.json").read_text())["passed"] is True
+    gate_dir = result.artifacts["evaluate"].path
+    assert json.loads((gate_dir / "gate.json").read_text())["passed"] is True
 
 
 def test_gate_fails_a_worse_candidate_and_keeps_failing(clf_ctx: StepContext,
                                                         tuned: StepResult) -> None:
-    ctx = StepContext(**{**clf_ctx.__dict__, "model_dir": clf_ctx.model_dir,
-                         "champion_dir": tuned.model_dir})
+    ctx = clf_ctx.replace(model_dir=clf_ctx.model_dir, champion_dir=tuned.model_dir)
     with pytest.raises(GateFailed) as info:
         run_step("evaluate", ctx)
     ev = info.value.evidence
     assert not ev["passed"] and ev["candidate"] < ev["champion"]
-    assert info.value.result is not None and not info.value.result.cached
+    assert ev["cached"] is False
     with pytest.raises(GateFailed) as again:  # the cached verdict fails the same way
         run_step("evaluate", ctx)
-    assert again.value.result.cached and again.value.evidence == ev
+    assert again.value.evidence == {**ev, "cached": True}
 
 
 def test_gate_applies_the_absolute_floor(clf_ctx: StepContext, tuned: StepResult) -> None:
-    ctx = StepContext(**{**clf_ctx.__dict__, "model_dir": tuned.model_dir, "champion_dir": None,
-                         "policy": ActionPolicy(gate_floor=0.999)})
+    ctx = clf_ctx.replace(model_dir=tuned.model_dir, champion_dir=None,
+                          policy=ActionPolicy(gate_floor=0.999))
     with pytest.raises(GateFailed, match="floor"):
         run_step("evaluate", ctx)
 
@@ -117,11 +119,11 @@ def test_export_matches_pytorch_with_dynamic_axes(tuned: StepResult,
     from actions.torch_models import load_torch_model
     from harness.tiny_models import review_corpus
 
-    assert exported.metrics["max_abs_diff"] <= 1e-3
-    info = ModelInfo.read(exported.artifact_dir)
+    assert exported.evidence["max_abs_diff"] <= 1e-3
+    info = ModelInfo.read(exported.model_dir)
     assert (info.task, info.precision, info.labels) == (
         "sequence-classification", "fp32", ("negative", "positive"))
-    onnx_model = OnnxClassifier.from_dir(exported.artifact_dir, device="cpu", threads=2)
+    onnx_model = OnnxClassifier.from_dir(exported.model_dir, device="cpu", threads=2)
     assert onnx_model.providers == ["CPUExecutionProvider"]
     torch_model = load_torch_model(tuned.model_dir, "cpu", 2)
     texts = [t for t, _ in review_corpus(7, "restaurants", seed=123)]
@@ -162,11 +164,11 @@ def test_export_refuses_a_graph_that_differs_from_pytorch(
 
 def test_quantize_keeps_accuracy_in_int8(clf_ctx: StepContext, exported: StepResult) -> None:
     result = run_step("quantize", clf_ctx.with_model(exported.model_dir))
-    m = result.metrics
+    m = result.evidence
     assert m["precision"] == "int8" and not m["fallback"]
     assert m["fp32_score"] - m["int8_score"] <= 0.005
     assert m["int8_bytes"] < m["fp32_bytes"]
-    model = load_onnx(result.artifact_dir, device="cpu", threads=2)
+    model = load_onnx(result.model_dir, device="cpu", threads=2)
     assert model.info.precision == "int8"
 
 
@@ -192,39 +194,39 @@ def test_quantize_falls_back_to_fp32_when_int8_loses_accuracy(
         return report
 
     monkeypatch.setattr(quantize, "quantize_model", lossy)
-    ctx = StepContext(**{**clf_ctx.__dict__, "model_dir": exported.model_dir,
-                         "output_dir": tmp_path})
+    ctx = clf_ctx.replace(model_dir=exported.model_dir, output_dir=tmp_path)
     result = run_step("quantize", ctx)
-    m = result.metrics
+    m = result.evidence
     assert m["fallback"] and m["precision"] == "fp32" and "shipping fp32" in m["reason"]
-    assert ModelInfo.read(result.artifact_dir).precision == "fp32"
-    assert result.files["model.onnx"] == exported.files["model.onnx"]
-    assert "reason" in json.loads((result.artifact_dir / "quantize_fallback.json").read_text())
+    assert ModelInfo.read(result.model_dir).precision == "fp32"
+    assert (sha256_file(result.model_dir / "model.onnx")
+            == sha256_file(exported.model_dir / "model.onnx"))
+    assert "reason" in json.loads((result.model_dir / "quantize_fallback.json").read_text())
 
 
 def test_corrupted_artifacts_are_refused(clf_ctx: StepContext, tuned: StepResult,
                                          exported: StepResult, tmp_path: Path) -> None:
     bad_model = tmp_path / "tuned"
-    shutil.copytree(tuned.artifact_dir, bad_model)
+    shutil.copytree(tuned.model_dir, bad_model)
     weights = bad_model / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-10] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(ArtifactCorrupted, match=r"model\.safetensors"):
+    with pytest.raises(IntegrityError, match=r"model\.safetensors"):
         run_step("export_onnx", clf_ctx.with_model(bad_model))
 
     bad_onnx = tmp_path / "onnx"
-    shutil.copytree(exported.artifact_dir, bad_onnx)
+    shutil.copytree(exported.model_dir, bad_onnx)
     (bad_onnx / "model_info.json").write_text('{"task": "causal-lm"}')
     with pytest.raises(IntegrityError):
         load_onnx(bad_onnx)
 
     # a finished step folder that no longer matches its sums is not reused
     out = tmp_path / "out"
-    ctx = StepContext(**{**clf_ctx.__dict__, "output_dir": out})
+    ctx = clf_ctx.replace(output_dir=out)
     first = run_step("evaluate", ctx.with_model(tuned.model_dir))
-    (first.artifact_dir / "gate.json").write_text('{"passed": true, "forged": 1}')
-    with pytest.raises(ArtifactCorrupted, match=r"gate\.json"):
+    (first.artifacts["evaluate"].path / "gate.json").write_text('{"passed": true, "forged": 1}')
+    with pytest.raises(IntegrityError, match=r"gate\.json"):
         run_step("evaluate", ctx.with_model(tuned.model_dir))
 
 
@@ -233,15 +235,15 @@ def test_pipeline_end_to_end_with_metrics(clf_ctx: StepContext, tmp_path: Path) 
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry()
-    ctx = StepContext(**{**clf_ctx.__dict__, "output_dir": tmp_path,
-                         "train": clf_ctx.train.model_copy(update={"epochs": 2}),
-                         "metrics": ActionMetrics(registry)})
-    results = run_pipeline(ctx)
-    assert [r.step for r in results] == ["fine_tune", "evaluate", "export_onnx", "quantize"]
+    ctx = clf_ctx.replace(output_dir=tmp_path,
+                          train=clf_ctx.train.model_copy(update={"epochs": 2}))
+    results = run_pipeline(ctx, metrics=ActionMetrics(registry))
+    assert [list(r.artifacts)[1] for r in results] == ["fine_tune", "evaluate", "export_onnx",
+                                                       "quantize"]
     shipped = load_onnx(results[-1].model_dir, device="cpu", threads=2)
     assert shipped.info.precision in ("int8", "fp32")
     assert registry.get_sample_value("lifeguard_action_train_steps", {"step": "fine_tune"}) == (
-        results[0].metrics["steps"])
+        results[0].evidence["steps"])
     assert registry.get_sample_value(
         "lifeguard_action_steps_finished_total", {"step": "quantize", "outcome": "done"}) == 1
     loss = registry.get_sample_value("lifeguard_action_train_loss", {"step": "fine_tune"})

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from actions.context import StepContext, StepResult
+from actions.contract import StepContext, StepResult
 from daemon.cli import app
 
 
@@ -22,7 +22,7 @@ def test_step_command_runs_the_gate_both_ways(clf_ctx: StepContext, tuned: StepR
                                  "--champion-dir", str(clf_ctx.model_dir), *common])
     assert better.exit_code == 0, better.output
     result = json.loads(better.stdout)
-    assert result["step"] == "evaluate" and result["metrics"]["passed"] is True
+    assert result["step"] == "evaluate" and result["evidence"]["passed"] is True
 
     worse = runner.invoke(app, ["step", "evaluate", "--model-dir", str(clf_ctx.model_dir),
                                 "--champion-dir", str(tuned.model_dir), *common])

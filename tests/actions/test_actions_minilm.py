@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from actions.context import ActionPolicy, StepContext, TrainConfig
+from actions.contract import StepContext
+from actions.settings import ActionPolicy, TrainConfig
 from actions.snapshot import write_snapshot
 from actions.steps import run_pipeline
 from deploy.inference import OnnxClassifier
@@ -29,12 +30,12 @@ def test_minilm_classifier_retrains_passes_the_gate_and_ships(tmp_path: Path) ->
         policy=ActionPolicy(gate_margin=0.1, max_quantize_drop=0.02),
     )
     ft, gate, export, quant = run_pipeline(ctx)
-    assert ft.metrics["loss_after"] < ft.metrics["loss_before"]
+    assert ft.evidence["loss_after"] < ft.evidence["loss_before"]
     # an untrained head is near chance; 40 steps on real English reviews is far above it
-    assert gate.metrics["passed"] and gate.metrics["candidate"] >= 0.8
-    assert export.metrics["max_abs_diff"] <= 1e-3
-    assert quant.metrics["precision"] == "int8", quant.metrics["reason"]
-    assert quant.metrics["size_ratio"] < 0.3  # embeddings quantized too
+    assert gate.evidence["passed"] and gate.evidence["candidate"] >= 0.8
+    assert export.evidence["max_abs_diff"] <= 1e-3
+    assert quant.evidence["precision"] == "int8", quant.evidence["reason"]
+    assert quant.evidence["size_ratio"] < 0.3  # embeddings quantized too
     shipped = OnnxClassifier.from_dir(quant.model_dir, device="cpu", threads=2)
     [(label, prob)] = shipped.predict(["the pasta was delicious and fresh"])
     assert label == "positive" and prob > 0.5

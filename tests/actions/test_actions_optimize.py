@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from actions.context import ActionPolicy, StepContext, StepResult
+from actions.contract import StepContext, StepResult
+from actions.settings import ActionPolicy
 from actions.steps import run_step
+from lifeguard.files import sha256_file
 
 
 def test_lora_fine_tune_learns_and_saves_plain_merged_weights(clf_ctx: StepContext,
                                                               tmp_path: Path) -> None:
     from safetensors import safe_open
 
-    ctx = StepContext(**{**clf_ctx.__dict__, "output_dir": tmp_path, "train": clf_ctx.train
-                         .model_copy(update={"method": "lora", "learning_rate": 1e-2})})
+    ctx = clf_ctx.replace(output_dir=tmp_path, train=clf_ctx.train
+                          .model_copy(update={"method": "lora", "learning_rate": 1e-2}))
     result = run_step("fine_tune", ctx)
-    assert result.metrics["method"] == "lora"
-    assert result.metrics["loss_after"] < result.metrics["loss_before"]
-    with safe_open(str(result.artifact_dir / "model.safetensors"), "np") as f:
+    assert result.evidence["method"] == "lora"
+    assert result.evidence["loss_after"] < result.evidence["loss_before"]
+    with safe_open(str(result.model_dir / "model.safetensors"), "np") as f:
         keys = list(f.keys())
     assert keys and not [k for k in keys if "lora" in k]  # merged: a plain BERT again
     from actions.torch_models import load_torch_model
@@ -31,11 +33,11 @@ def test_prune_removes_the_least_important_layer_under_the_guard(
 ) -> None:
     from actions.torch_models import load_torch_model
 
-    ctx = StepContext(**{**clf_ctx.__dict__, "model_dir": tuned.model_dir,
-                         "policy": ActionPolicy(prune_fraction=0.5, prune_recovery_steps=30,
-                                                max_prune_drop=0.05)})
+    ctx = clf_ctx.replace(model_dir=tuned.model_dir,
+                          policy=ActionPolicy(prune_fraction=0.5, prune_recovery_steps=30,
+                                              max_prune_drop=0.05))
     result = run_step("prune", ctx)
-    m = result.metrics
+    m = result.evidence
     assert m["layers_before"] == 2 and m["layers_after"] == 1
     least = min(range(2), key=lambda i: m["importance"][i])
     assert m["dropped_layers"] == [least]
@@ -54,14 +56,15 @@ def test_prune_guard_keeps_the_unpruned_model_when_accuracy_falls(
     clf_ctx: StepContext, tuned: StepResult, tmp_path: Path
 ) -> None:
     # a recovery fine-tune that diverges (learning rate 1.0) wrecks the pruned model: refused
-    ctx = StepContext(**{**clf_ctx.__dict__, "model_dir": tuned.model_dir, "output_dir": tmp_path,
-                         "train": clf_ctx.train.model_copy(update={"learning_rate": 1.0}),
-                         "policy": ActionPolicy(prune_fraction=0.5, prune_recovery_steps=10,
-                                                max_prune_drop=0.02)})
+    ctx = clf_ctx.replace(model_dir=tuned.model_dir, output_dir=tmp_path,
+                          train=clf_ctx.train.model_copy(update={"learning_rate": 1.0}),
+                          policy=ActionPolicy(prune_fraction=0.5, prune_recovery_steps=10,
+                                              max_prune_drop=0.02))
     first = run_step("prune", ctx)
-    m = first.metrics
+    m = first.evidence
     assert m["score_after"] < m["score_before"] - 0.02
     assert m["fallback"] and "keeping the unpruned model" in m["reason"]
-    assert first.files["model.safetensors"] == tuned.files["model.safetensors"]
+    assert (sha256_file(first.model_dir / "model.safetensors")
+            == sha256_file(tuned.model_dir / "model.safetensors"))
     again = run_step("prune", ctx)
-    assert again.cached and again.metrics == m
+    assert again.cached and again.evidence == {**m, "cached": True}

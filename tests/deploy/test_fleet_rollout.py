@@ -18,7 +18,7 @@ import pytest
 
 from daemon.ingest.broker import LocalBroker, ensure_topics
 from deploy.config import CanaryConfig, FleetConfig, RolloutConfig
-from deploy.errors import ReplicaRejectedError, TamperedVersionError
+from deploy.errors import ReplicaRejectedError
 from deploy.fleet import FleetClient
 from deploy.judge import KafkaTrafficJudge
 from deploy.repository import ModelRepository, triton_config
@@ -35,6 +35,7 @@ from harness.replicas import (
     swapped_labels,
 )
 from harness.tiny_models import cached_onnx_classifier, review_corpus
+from lifeguard.errors import IntegrityError
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -252,7 +253,7 @@ def test_tampered_version_is_refused(fresh: Fleet, tmp_path: Path) -> None:
     data[len(data) // 2] ^= 0xFF
     onnx.write_bytes(bytes(data))
     # The controller refuses before touching the fleet...
-    with pytest.raises(TamperedVersionError):
+    with pytest.raises(IntegrityError):
         deploy(DeployRequest(MODEL, fresh.int8, run_id="tampered"), fresh.config("rolling"),
                tmp_path / "state.db")
     assert RolloutStore(tmp_path / "state.db").latest(MODEL) is None

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from deploy.errors import InvalidNameError, TamperedVersionError, VersionNotFoundError
+from deploy.errors import InvalidNameError, VersionNotFoundError
 from deploy.repository import ModelRepository, parse_version, validate_model_name
+from lifeguard.errors import IntegrityError
 
 
 def exported(tmp_path: Path, name: str = "src", payload: bytes = b"onnx-bytes") -> Path:
@@ -72,16 +73,16 @@ def test_verify_refuses_modified_missing_and_extra_files(tmp_path: Path) -> None
     version = repo.publish("m", exported(tmp_path)).version
     vdir = repo.version_dir("m", version)
     (vdir / "model.onnx").write_bytes(b"onnx-bytez")
-    with pytest.raises(TamperedVersionError, match=r"model\.onnx"):
+    with pytest.raises(IntegrityError, match=r"model\.onnx"):
         repo.verify("m", version)
     (vdir / "model.onnx").write_bytes(b"onnx-bytes")
     repo.verify("m", version)
     (vdir / "evil.py").write_text("import os")
-    with pytest.raises(TamperedVersionError, match="unrecorded"):
+    with pytest.raises(IntegrityError, match="unrecorded"):
         repo.verify("m", version)
     (vdir / "evil.py").unlink()
     (vdir / "tokenizer.json").unlink()
-    with pytest.raises(TamperedVersionError, match="missing"):
+    with pytest.raises(IntegrityError, match="missing"):
         repo.verify("m", version)
 
 

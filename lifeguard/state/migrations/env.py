@@ -7,8 +7,14 @@ from alembic import context
 
 from lifeguard.state.tables import metadata
 
-connection = context.config.attributes["connection"]
-# transactional_ddl: SQLite runs DDL in the caller's transaction too, so a failed migration
-# leaves nothing half-created on either backend.
-context.configure(connection=connection, target_metadata=metadata, transactional_ddl=True)
-context.run_migrations()
+
+def run() -> None:
+    connection = context.config.attributes["connection"]
+    # transactional_ddl: SQLite runs DDL in the caller's transaction too, so a failed migration
+    # leaves nothing half-created on either backend.
+    context.configure(connection=connection, target_metadata=metadata, transactional_ddl=True)
+    context.run_migrations()
+
+
+if hasattr(context, "config"):  # run by Alembic; a plain import (a walk of the package) is inert
+    run()
