@@ -1,11 +1,15 @@
 """The run leases this instance holds, kept alive by a heartbeat thread; a lease another
-instance took over (after it lapsed) marks its run lost, so the runner kills its worker."""
+instance took over (after it lapsed) marks its run lost, so the runner kills its worker, and
+every write of a run made under a lost lease is refused by its fencing token."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Callable
 
+from daemon.act.runs import ActionRun, RunState
 from daemon.act.store import Fence, StaleLeaseError, StateStore
 
 log = logging.getLogger(__name__)
@@ -31,6 +35,29 @@ class LeaseKeeper:
                 self._fences[run_id] = fence
                 self._lost.discard(run_id)
         return fence
+
+    def run_under_lease(self, run: ActionRun, body: Callable[[str, Fence], None]) -> None:
+        """``body(run id, fence)`` while this instance holds the run's lease (nothing when
+        another instance's lease is live); a lost lease is audited, a crash fails the run
+        (fenced), and the lease is released at the end either way."""
+        fence = self.acquire(run.id)
+        if fence is None:
+            return
+        try:
+            body(run.id, fence)
+            if self.lost(run.id):  # found taken over by the heartbeat: its worker was killed
+                raise StaleLeaseError(f"run {run.id}: lease {fence.token} taken over")
+        except StaleLeaseError as exc:
+            log.warning("%s", exc)
+            self.store.audit("run.lease_lost", fence.owner, run.model, run.id,
+                             {"token": fence.token, "error": str(exc)})
+        except Exception as exc:
+            log.exception("run %s crashed in the runner", run.id)
+            with contextlib.suppress(StaleLeaseError):
+                self.store.transition(run.id, RunState.FAILED, "runner", [RunState.RUNNING],
+                                      error=f"runner error: {exc!r}", fence=fence)
+        finally:
+            self.release(run.id)
 
     def fence(self, run_id: str) -> Fence | None:
         with self._lock:

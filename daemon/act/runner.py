@@ -39,7 +39,7 @@ from actions.progress import ActionMetrics, Progress
 from actions.steps import STEPS, check_params
 from daemon.act.leases import LeaseKeeper
 from daemon.act.runs import ActionRun, RunState, StepRecord
-from daemon.act.store import Fence, StaleLeaseError, StateStore
+from daemon.act.store import Fence, StateStore
 from lifeguard.files import atomic_write
 
 if TYPE_CHECKING:
@@ -193,26 +193,8 @@ class Runner:
         """Run ``run_id`` to its end under a lease; returns at once when another instance
         holds the run, and at a step boundary when this one no longer owns the model."""
         run = self.store.get_run(run_id)
-        if run is None or run.state not in (RunState.QUEUED, RunState.RUNNING):
-            return
-        fence = self.leases.acquire(run_id)
-        if fence is None:
-            return
-        try:
-            self._execute(run_id, fence)
-            if self.leases.lost(run_id):  # found taken over by the heartbeat: worker killed
-                raise StaleLeaseError(f"run {run_id}: lease {fence.token} taken over")
-        except StaleLeaseError as exc:
-            log.warning("%s", exc)
-            self.store.audit("run.lease_lost", fence.owner, run.model, run_id,
-                             {"token": fence.token, "error": str(exc)})
-        except Exception as exc:
-            log.exception("run %s crashed in the runner", run_id)
-            with contextlib.suppress(StaleLeaseError):
-                self.store.transition(run_id, RunState.FAILED, "runner", [RunState.RUNNING],
-                                      error=f"runner error: {exc!r}", fence=fence)
-        finally:
-            self.leases.release(run_id)
+        if run is not None and run.state in (RunState.QUEUED, RunState.RUNNING):
+            self.leases.run_under_lease(run, self._execute)
 
     def _execute(self, run_id: str, fence: Fence) -> None:
         run = self.store.get_run(run_id)
