@@ -39,7 +39,7 @@ from daemon.ingest.broker import LocalBroker, ensure_topics, free_port
 from harness.postgres import cluster
 from harness.traffic import encoded, inference_record, make_producer, produce
 
-TOPIC, PARTITIONS, MODELS, TOKEN = "scale", 6, 6, "bench-t0ken"
+TOPIC, PARTITIONS, MODELS, TOKEN = "scale", 6, 6, "bench-t0ken-0123456789"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -58,7 +58,8 @@ class Instance:
     def __init__(self, tmp: Path, name: str, config: dict[str, Any]) -> None:
         self.name, self.port = name, free_port()
         path = tmp / f"{name}.yaml"
-        path.write_text(yaml.safe_dump({**config, "api": {"token": TOKEN, "port": self.port},
+        api = {"token": TOKEN, "webhook_token": TOKEN, "port": self.port}
+        path.write_text(yaml.safe_dump({**config, "api": api,
                                         "runner": {**config["runner"], "instance_id": name}}))
         self.log = open(tmp / f"{name}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "-c", str(path)],

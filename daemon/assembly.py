@@ -6,6 +6,7 @@ The only module that knows every room; the supervisor (``daemon.app``) owns thei
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from daemon.act.control import ControlPlane
 from daemon.act.run_metrics import OwnershipCollector, RunCollector
 from daemon.act.store import StateStore
 from daemon.config import DaemonConfig, ModelConfig
-from daemon.ingest.batch import EventSink, PartitionBatch, TopicPartitionId
+from daemon.ingest.batch import EventSink, PartitionBatch, RejectedEvents, TopicPartitionId
 from daemon.monitor.config import LabelJoinConfig, ReferenceConfig, WindowConfig
 from daemon.monitor.evaluation import Evaluation
 from daemon.monitor.evaluator import EmbeddingCache, Encoder, Evaluator, ModelEvaluation
@@ -30,6 +31,8 @@ from daemon.monitor.windows import MonitoringSettings, load_reference
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SETTINGS = MonitoringSettings(WindowConfig(), ReferenceConfig(), LabelJoinConfig())
 
@@ -42,18 +45,43 @@ def usable_cores() -> int:
 
 
 class FanoutSink:
-    """Applies each batch to several sinks in order (metrics first: cheapest, never fails)."""
+    """Applies each batch to several sinks in order (metrics first: cheapest, never fails).
+
+    A sink that fails is retried alone, event by event, and the other sinks still get the
+    batch once: a poison event costs only itself, and nothing is counted twice.
+    """
 
     def __init__(self, sinks: Sequence[EventSink]) -> None:
         self.sinks = list(sinks)
 
     def apply(self, batch: PartitionBatch) -> None:
+        failures: dict[int, str] = {}
         for sink in self.sinks:
-            sink.apply(batch)
+            try:
+                sink.apply(batch)
+            except RejectedEvents as exc:
+                failures.update(exc.failures)
+            except Exception:
+                log.exception("a sink failed on a batch; retrying it event by event")
+                failures.update(_one_by_one(sink, batch))
+        if failures:
+            raise RejectedEvents(failures)
 
     def release(self, partitions: Sequence[TopicPartitionId]) -> None:
         for sink in self.sinks:
             sink.release(partitions)
+
+
+def _one_by_one(sink: EventSink, batch: PartitionBatch) -> dict[int, str]:
+    failures = {}
+    for i, event in enumerate(batch.events):
+        single = PartitionBatch(batch.topic, batch.partition, [event], batch.first_offset,
+                                batch.last_offset, batch.replay)
+        try:
+            sink.apply(single)
+        except Exception as exc:
+            failures[i] = f"{type(exc).__name__}: {exc}"
+    return failures
 
 
 # -- monitor ----------------------------------------------------------------------------------
@@ -117,7 +145,8 @@ def build_monitoring(config: DaemonConfig, registry: CollectorRegistry,
     references = {m.name: load_reference(m.reference.path) for m in config.models
                   if m.reference.path is not None}
     windows = WindowStore(lambda name: settings_of(by_name[name]) if name in by_name else None,
-                          DEFAULT_SETTINGS, reference_for=references.get)
+                          DEFAULT_SETTINGS, max_models=config.kafka.max_models + len(by_name),
+                          reference_for=references.get)
     register(windows, registry)
     # One encoder (and cache) per distinct embedding model directory, built on first use.
     caches: dict[Path | None, EmbeddingCache] = {}

@@ -22,7 +22,7 @@ from daemon.http import ApiServer, create_app
 def _instance(state_url: str, log: Path, name: str, owns: bool,
               snapshot: Path) -> tuple[ControlPlane, StateStore]:
     config = parse_config({
-        "api": {"token": TOKEN},
+        "api": {"token": TOKEN, "webhook_token": TOKEN},
         "state": {"url": state_url} if "://" in state_url else {"path": state_url},
         "models": [{"name": "m", "policy": {"pipeline": "quick", "mode": "auto"}}],
         "pipelines": {"quick": {"steps": [

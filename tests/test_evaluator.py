@@ -157,3 +157,40 @@ def test_evaluations_of_the_same_data_have_the_same_id() -> None:
         harness.feed(Stream(seed=6).batch(2 * WINDOW))
         ids.append([e.id for e in harness.evaluations])
     assert ids[0] and ids[0] == ids[1]
+
+
+def test_a_generator_window_embeds_prompts_and_answers_each_once() -> None:
+    import pandas as pd
+
+    from daemon.monitor.config import EvaluationConfig
+    from daemon.monitor.evaluator import EmbeddingCache, ModelEvaluation
+    from detectors.config import SuiteConfig
+    from detectors.suite import DetectorSuite
+
+    embedded: list[str] = []
+
+    class Encoder:  # an in-memory encoder: this tests which texts are embedded, not MiniLM
+        def embed(self, texts: list[str]) -> np.ndarray:
+            embedded.extend(texts)
+            return np.asarray([[len(t), 1.0] for t in texts], dtype=np.float32)
+
+    model = ModelEvaluation(DetectorSuite(SuiteConfig(task="causal-lm")),
+                            EvaluationConfig(embedding_sample=10), EmbeddingCache(Encoder))
+    frame = pd.DataFrame({"request_id": ["a", "b", "c"], "input_text": ["hi", "reset?", None],
+                          "output_text": ["hello there", None, "ok"]})
+    evaluator = Harness().monitoring.evaluator
+    window = evaluator._window(model, frame)
+    assert set(window.embeddings) == {"input_text", "output_text"}
+    assert window.embeddings["output_text"][:, 0].tolist() == [11.0, 2.0]
+    evaluator._window(model, frame)
+    assert sorted(embedded) == sorted(["hi", "reset?", "hello there", "ok"])  # once each
+
+
+def test_a_causal_lm_model_gets_the_generator_detectors_and_no_end_to_end_slo() -> None:
+    from daemon.assembly import suite_of
+
+    model = parse_config({"models": [{"name": "support", "task": "causal-lm"}]}).models[0]
+    suite = suite_of(model)
+    assert suite.generation is not None and suite.quality is not None
+    assert suite.latency is not None and suite.latency.slos == {}
+    assert {t.column for t in suite.texts if t.embedding} == {"input_text", "output_text"}

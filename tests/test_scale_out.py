@@ -17,7 +17,7 @@ from test_alerts_webhook import payload
 from daemon.ingest.broker import LocalBroker, ensure_topics
 from harness.postgres import Cluster
 
-TOKEN = "scale-t0ken"
+TOKEN = "scale-t0ken-0123456789"
 
 
 def _config(bootstrap: str, topic: str, url: str, name: str, tmp: Path) -> dict:
@@ -28,7 +28,7 @@ def _config(bootstrap: str, topic: str, url: str, name: str, tmp: Path) -> dict:
         "kafka": {"bootstrap_servers": [bootstrap], "topics": [topic], "group_id": topic,
                   "dead_letter_topic": f"{topic}.dlq", "partitions": 3,
                   "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
-        "api": {"token": TOKEN},
+        "api": {"token": TOKEN, "webhook_token": TOKEN},
         "state": {"url": url},
         "models": [{"name": "m", "policy": {"pipeline": "quick", "mode": "auto"}}],
         # Step 1 holds on its first start: the owner is killed there.

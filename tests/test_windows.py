@@ -187,3 +187,39 @@ def test_snapshot_writes_each_labelled_row_once(tmp_path) -> None:  # type: igno
     assert sorted(r["request_id"] for r in rows) == sorted(f"r{i}" for i in range(5, 30))
     assert all(r["text"] == "good screen" and r["label"] == "negative" for r in rows)
     assert SnapshotWriter(store, tmp_path, min_rows=26)("m") is None  # too few labelled rows
+
+
+def _chat(i: int, answer: str, finish: str = "stop") -> InferenceEvent:
+    from daemon.events import ChatMessage
+
+    return InferenceEvent(
+        request_id=f"c{i}", ts=i * 1000, model="m", model_version="1", latency_ms=900.0,
+        ttft_ms=80.0 + i, tokens_out=30 + i,
+        input={"messages": [ChatMessage("system", "Be brief."),
+                            ChatMessage("user", f"question {i}"),
+                            ChatMessage("assistant", "Which model?"),
+                            ChatMessage("user", "the X2")]},
+        output=Output(text=answer, finish_reason=finish))
+
+
+def test_generator_rows_carry_prompt_output_timing_and_feedback_kinds_apart() -> None:
+    store = _store()
+    _apply(store, [_chat(i, f"answer {i}", "length" if i == 1 else "stop") for i in range(3)] +
+           [FeedbackEvent(request_id="c0", ts=5000, model="m", reference="Reset the X2."),
+            FeedbackEvent(request_id="c1", ts=5000, model="m", rating="down"),
+            FeedbackEvent(request_id="c2", ts=5000, model="m", label="billing")])
+    windows = store.get("m")
+    assert windows is not None
+    frame = windows.current_frame("1")
+    assert frame is not None
+    assert list(frame["input_text"]) == ["the X2"] * 3  # a chat's last user message
+    assert list(frame["output_text"]) == ["answer 0", "answer 1", "answer 2"]
+    assert list(frame["finish_reason"]) == ["stop", "length", "stop"]
+    assert list(frame["ttft_ms"]) == [80.0, 81.0, 82.0]
+    assert list(frame["tokens_out"]) == [30.0, 31.0, 32.0]
+    assert list(frame["reference"]) == ["Reset the X2.", None, None]
+    assert list(frame["label"]) == [None, None, "billing"]  # a reference is not a label
+    assert frame["rating"].tolist()[1] == 0.0
+    row, joined = next((r, j) for r, j in windows.labelled_rows() if r.request_id == "c0")
+    assert joined.reference == "Reset the X2." and joined.label is None
+    assert row.messages is not None and len(row.messages) == 4

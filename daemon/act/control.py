@@ -68,6 +68,7 @@ class ControlPlane:
         self.router: APIRouter = create_router(
             store, self.engine, config.api.resolved_token(), settings.alerts,
             on_change=self.runner.wake, deployed_version=deployed_version,
+            webhook_token=config.api.resolved_webhook_token(),
             references={m.name: describe_reference(m.reference) for m in config.models},
         )
 

@@ -221,6 +221,11 @@ class PolicyEngine:
         pipeline = pipeline or policy.pipeline
         if pipeline not in self.pipelines:
             return self._ignored(model, f"unknown pipeline {pipeline!r}", evidence)
+        if pipeline not in policy.own_pipelines():
+            # The label is chosen by whoever wrote the alert rule: it must not reach another
+            # model's pipeline (or any pipeline the model's policy does not list).
+            return self._ignored(model, f"pipeline {pipeline!r} is not one of model {model!r}'s "
+                                 f"pipelines ({', '.join(policy.own_pipelines())})", evidence)
         with self._lock, self.store.exclusive(f"policy:{model}"):
             now = self.store.now()
             decision = decide_on_alert(model, pipeline, fingerprint, starts_at, policy,

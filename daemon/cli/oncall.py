@@ -254,10 +254,10 @@ def runs(url: Url = DEFAULT_URL,
 
 @app.command()
 def show(run_id: Annotated[str, typer.Argument(help="The run id, or a unique prefix of it.")],
-         url: Url = DEFAULT_URL, as_json: AsJson = False) -> None:
+         url: Url = DEFAULT_URL, as_json: AsJson = False, token: Token = None) -> None:
     """One run: why it started (each breached detector's numbers), its steps, every transition
-    with actor and evidence."""
-    r = _call("GET", url, f"/runs/{resolve_run_id(url, run_id)}")
+    with actor and evidence (tracebacks and log tails only with the token)."""
+    r = _call("GET", url, f"/runs/{resolve_run_id(url, run_id)}", token=token)
     if as_json:
         return _print_json(r)
     console = _console()
@@ -351,11 +351,11 @@ def audit(url: Url = DEFAULT_URL,
           = None,
           model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
           run: Annotated[str | None, typer.Option(help="Only this run.")] = None,
-          limit: int = 200, as_json: AsJson = False) -> None:
+          limit: int = 200, as_json: AsJson = False, token: Token = None) -> None:
     """The audit log: every state change with its actor and evidence, oldest first."""
     params = {"since": parse_since(since) if since else None, "model": model, "run": run,
               "limit": limit}
-    answer = _call("GET", url, "/audit", params=params)
+    answer = _call("GET", url, "/audit", token=token, params=params)
     if as_json:
         return _print_json(answer)
     table = _table("audit", ["time", "actor", "action", "model", "run", "evidence"],

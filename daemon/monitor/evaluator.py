@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +50,7 @@ class ModelEvaluation:
     report_dir: Path | None = None  # breach reports go to <report_dir>/<model>/
     prepared: dict[str, tuple[int, Any]] = field(default_factory=dict)  # version -> (rows, ref)
     features: dict[str, TextFeatureCache] = field(default_factory=dict)  # version -> cache
+    scores: dict[str, ReferenceScoreCache] = field(default_factory=dict)  # version -> cache
 
 
 class TextFeatureCache:
@@ -91,16 +92,44 @@ class TextFeatureCache:
         return frame
 
 
+class ReferenceScoreCache:
+    """Each answer's score against its reference, by request_id: ROUGE-L is pure Python, so a
+    pair is scored once (when its reference has joined), not on every pass."""
+
+    def __init__(self, suite: Any, capacity: int) -> None:
+        self.suite = suite
+        self.capacity = capacity
+        self._scores: OrderedDict[str, float] = OrderedDict()
+
+    def add_column(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Adds the ``reference_score`` column to ``frame`` (in place; it is a fresh frame)."""
+        ids = frame[col.REQUEST_ID].tolist()
+        refs = frame[col.REFERENCE].tolist()
+        missing = [i for i, rid in enumerate(ids)
+                   if rid not in self._scores and isinstance(refs[i], str)]
+        if missing:
+            new = self.suite.reference_scores(frame.iloc[missing])
+            for i, score in zip(missing, new, strict=True):
+                self._scores[ids[i]] = float(score)
+            while len(self._scores) > self.capacity:
+                self._scores.popitem(last=False)
+        frame[col.REFERENCE_SCORE] = np.asarray(
+            [self._scores.get(rid, np.nan) if isinstance(ref, str) else np.nan
+             for rid, ref in zip(ids, refs, strict=True)], dtype=np.float64)
+        return frame
+
+
 class EmbeddingCache:
-    """Embeddings by request_id, bounded: each text is embedded once, not once per pass."""
+    """Embeddings by (column, request_id), bounded: each text is embedded once, not once per
+    pass."""
 
     def __init__(self, encoder_factory: Callable[[], Encoder], capacity: int = 50_000) -> None:
         self._factory = encoder_factory
         self._encoder: Encoder | None = None
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[Hashable, np.ndarray] = OrderedDict()
         self.capacity = capacity
 
-    def embed(self, ids: list[str], texts: list[str]) -> np.ndarray:
+    def embed(self, ids: Sequence[Hashable], texts: list[str]) -> np.ndarray:
         missing = [(i, t) for i, t in zip(ids, texts, strict=True) if i not in self._cache]
         if missing:
             if self._encoder is None:
@@ -189,6 +218,8 @@ class Evaluator:
             del model.prepared[version]
         for version in [v for v in model.features if v not in live]:
             del model.features[version]
+        for version in [v for v in model.scores if v not in live]:
+            del model.scores[version]
         with self.lock:
             for key in [k for k in self.latest if k[0] == name and k[1] not in live]:
                 del self.latest[key]  # a version that left the windows leaves the gauges too
@@ -235,6 +266,12 @@ class Evaluator:
             model.features[version] = TextFeatureCache(prepared[1], 2 * len(current) + 1000)
         assert prepared is not None
         current = model.features[version].add_columns(current, model.suite.texts)
+        if getattr(model.suite, "quality", None) is not None:
+            scores = model.scores.get(version)
+            if scores is None:
+                scores = model.scores[version] = ReferenceScoreCache(model.suite,
+                                                                     2 * len(current) + 1000)
+            current = scores.add_column(current)
         results = model.suite.run(prepared[1], self._window(model, current))
         ts = float(current[col.TS].max())
         evaluation = Evaluation(name, version, ts, tuple(results), offset)
@@ -268,13 +305,19 @@ class Evaluator:
 
         embeddings: dict[str, np.ndarray] = {}
         sample = model.config.embedding_sample
-        if model.embeddings is not None and sample and any(
-                getattr(t, "embedding", None) for t in model.suite.texts):
-            texts = frame[frame[col.INPUT_TEXT].notna()]
+        if model.embeddings is None or not sample:
+            return WindowData(frame, embeddings)
+        # Every text column with embedding drift: the prompt, and a generator's answer.
+        for text in model.suite.texts:
+            column = text.column
+            if getattr(text, "embedding", None) is None or column not in frame:
+                continue
+            texts = frame[frame[column].notna()]
             if len(texts) > sample:
                 texts = texts.iloc[np.linspace(0, len(texts) - 1, sample).astype(int)]
-            embeddings[col.INPUT_TEXT] = model.embeddings.embed(
-                texts[col.REQUEST_ID].tolist(), texts[col.INPUT_TEXT].tolist())
+            embeddings[column] = model.embeddings.embed(
+                [(column, rid) for rid in texts[col.REQUEST_ID].tolist()],
+                texts[column].tolist())
         return WindowData(frame, embeddings)
 
     def _report(self, name: str, model: ModelEvaluation, version: str, reference: Any,

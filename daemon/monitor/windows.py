@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 import detectors.columns as col
-from daemon.events import FeedbackEvent, InferenceEvent
+from daemon.events import ChatMessage, FeedbackEvent, InferenceEvent
 from daemon.ingest.batch import TopicPartitionId
 from daemon.monitor.config import LabelJoinConfig, ReferenceConfig, WindowConfig
 from daemon.monitor.labels import LabelJoin
@@ -33,15 +33,25 @@ class WindowRow(NamedTuple):
     request_id: str
     latency_ms: float
     status: str
-    input_text: str | None
+    input_text: str | None  # the prompt: a chat's last user message (InferenceEvent.prompt_text)
     features: dict[str, Any] | None
     prediction: Any
     score: float | None
     output_text: str | None
     offset: int
+    ttft_ms: float | None = None
+    tokens_out: int | None = None
+    finish_reason: str | None = None
+    messages: list[ChatMessage] | None = None  # the whole chat, for the snapshot
 
 
-Joined = tuple[Any, float | None]  # (label or reference, rating) of a request's feedback
+class Joined(NamedTuple):
+    """A request's feedback as the windows keep it: a class label and a corrected reference
+    are kept apart (one is compared with a prediction, the other scored against a text)."""
+
+    label: Any
+    reference: str | None
+    rating: float | None
 MAX_VERSIONS = 8
 
 
@@ -53,17 +63,20 @@ class MonitoringSettings:
 
 
 def row_of(event: InferenceEvent, offset: int) -> WindowRow:
-    text = None
+    text: Any = None
     features = event.input
     if features is not None:
-        value = features.get("text")
-        if isinstance(value, str):
-            text = value
+        text = features.get("text")  # the classifier's case first: one lookup (hot path)
+        if type(text) is not str:
+            text = event.prompt_text
     output = event.output
+    if output is None:
+        return WindowRow(event.ts_s, event.request_id, event.latency_ms, event.status, text,
+                         features, None, None, None, offset, event.ttft_ms, event.tokens_out,
+                         None, event.messages)
     return WindowRow(event.ts_s, event.request_id, event.latency_ms, event.status, text,
-                     features, None if output is None else output.label,
-                     None if output is None else output.score,
-                     None if output is None else output.text, offset)
+                     features, output.label, output.score, output.text, offset, event.ttft_ms,
+                     event.tokens_out, output.finish_reason, event.messages)
 
 
 class Rows:
@@ -89,8 +102,14 @@ class Rows:
             rows.popleft()
             self.aged_out += 1
 
-    def attach(self, request_id: str, label: Any, rating: float | None) -> None:
-        self.labels[request_id] = (label, rating)
+    def attach(self, request_id: str, feedback: Joined) -> None:
+        """Join feedback to a row; a later part (a reference after a rating) fills in what
+        the earlier one left empty."""
+        old = self.labels.get(request_id)
+        if old is not None:
+            feedback = Joined(*(o if o is not None else n
+                                for o, n in zip(old, feedback, strict=True)))
+        self.labels[request_id] = feedback
         if self.rows.maxlen and len(self.labels) > 2 * self.rows.maxlen:
             self._prune_labels()
 
@@ -128,16 +147,22 @@ class RowsSnapshot:
             col.STATUS: c["status"],
             col.INPUT_TEXT: c["input_text"],
             col.PREDICTION: c["prediction"],
-            col.SCORE: np.asarray([np.nan if v is None else v for v in c["score"]],
-                                  dtype=np.float64),
+            col.SCORE: _floats(c["score"]),
             col.OUTPUT_TEXT: c["output_text"],
-            col.LABEL: [None if j is None else j[0] for j in joined],
-            col.RATING: np.asarray([np.nan if j is None or j[1] is None else j[1]
-                                    for j in joined], dtype=np.float64),
+            col.TTFT_MS: _floats(c["ttft_ms"]),
+            col.TOKENS_OUT: _floats(c["tokens_out"]),
+            col.FINISH_REASON: c["finish_reason"],
+            col.LABEL: [None if j is None else j.label for j in joined],
+            col.REFERENCE: [None if j is None else j.reference for j in joined],
+            col.RATING: _floats([None if j is None else j.rating for j in joined]),
         }
         for name in features:
             data[name] = [None if f is None else f.get(name) for f in c["features"]]
         return pd.DataFrame(data)
+
+
+def _floats(values: Sequence[float | None]) -> np.ndarray:
+    return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,10 +231,10 @@ class ModelWindows:
             self._attach(pending.version, event)
 
     def _attach(self, version: str, feedback: FeedbackEvent) -> None:
-        label = feedback.label if feedback.label is not None else feedback.reference
+        joined = Joined(feedback.label, feedback.reference, feedback.rating_value)
         for rows in (self.current.get(version), self.references.get(version)):
             if rows is not None:
-                rows.attach(feedback.request_id, label, feedback.rating)
+                rows.attach(feedback.request_id, joined)
 
     def _new_version(self, version: str) -> Rows:
         if len(self.current) >= MAX_VERSIONS:

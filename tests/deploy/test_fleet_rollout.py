@@ -147,6 +147,15 @@ def test_bad_canary_rolls_back_by_itself(fresh: Fleet, tmp_path: Path) -> None:
     assert load.stats.by_version.get(str(result.version), 0) > 0  # the canary did serve
     kinds = [e.kind for e in RolloutStore(tmp_path / "state.db").events(result.rollout_id)]
     assert "verdict" in kinds and "promote" not in kinds
+    # Pinned: the repository withdrew the canary, so a replica started by name serves stable
+    # (the version the rollback restored, whatever else was published since).
+    assert set(fresh.repository.withdrawn(MODEL)) == {result.version}
+    restarted = ReplicaProcess(fresh.repository.root, "restarted", [MODEL], None, tmp_path)
+    try:
+        restarted.start().wait_ready()
+        assert served_versions([restarted.url]) == {restarted.url: fresh.stable}
+    finally:
+        restarted.stop()
 
 
 def test_replica_killed_mid_rollout_is_reconciled_after_restart(fresh: Fleet,
