@@ -157,17 +157,19 @@ def main() -> None:
             log = tmp / "steps.log"
             wait(lambda: log.exists() and f"holding {run_id} train" in log.read_text(), 60,
                  "the run to be mid-step")
-            leases = lambda: [e["actor"] for e in httpx.get(  # noqa: E731
-                f"{group[0].url}/api/v1/runs/{run_id}", timeout=5).json()["audit"]
-                if e["action"] == "run.leased"]
-            owner = next(i for i in group if i.name == leases()[-1])
+            def leases(via: Instance) -> list[str]:
+                detail = httpx.get(f"{via.url}/api/v1/runs/{run_id}", timeout=5).json()
+                return [e["actor"] for e in detail["audit"] if e["action"] == "run.leased"]
+
+            owner = next(i for i in group if i.name == leases(group[0])[-1])
             survivors = [i for i in group if i is not owner]
             counted = sum(i.metric("lifeguard_events_total") for i in survivors)
             after = total // 4
             owner.kill()
             killed = time.monotonic()
             send(broker.bootstrap, after, seed=2)
-            wait(lambda: leases()[-1] != owner.name, 120, "a survivor to take the run", 0.05)
+            wait(lambda: leases(survivors[0])[-1] != owner.name, 120, "a survivor to take the run",
+                 0.05)
             takeover = time.monotonic() - killed
             runs = survivors[0].url + "/api/v1/runs"
             wait(lambda: httpx.get(f"{runs}/{run_id}", timeout=5).json()["state"]

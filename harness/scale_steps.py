@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from actions.step_api import StepInputs, StepOutcome
+from actions.contract import StepContext, StepResult
 
 
 def _append(path: Path, line: str) -> None:
@@ -18,18 +18,18 @@ def _append(path: Path, line: str) -> None:
         os.close(fd)
 
 
-def hold_once(inputs: StepInputs) -> StepOutcome:
+def hold_once(ctx: StepContext) -> StepResult:
     """params: log (file), hold_s (how long the first start of this step holds; 0: never)."""
-    log = Path(inputs.params["log"])
-    tag = f"{inputs.run_id} {inputs.step_name}"
+    log = Path(ctx.params["log"])
+    tag = f"{ctx.run_id} {ctx.step}"
     lines = log.read_text().splitlines() if log.exists() else []
     first = not any(line.startswith(f"start {tag} ") for line in lines)
     _append(log, f"start {tag} pid={os.getpid()}")
-    if first and float(inputs.params.get("hold_s", 0)):
+    if first and float(ctx.params.get("hold_s", 0)):
         _append(log, f"holding {tag}")
-        time.sleep(float(inputs.params["hold_s"]))
+        time.sleep(float(ctx.params["hold_s"]))
     if f"effect {tag}" not in lines:  # idempotent: a re-run step applies nothing twice
         _append(log, f"effect {tag}")
-    out = inputs.step_dir / "out.txt"
+    out = ctx.step_dir / "out.txt"
     out.write_text(tag + "\n")
-    return StepOutcome.of({f"out-{inputs.step_name}": out}, {"first": first})
+    return StepResult.of({f"out-{ctx.step}": out}, {"first": first})
