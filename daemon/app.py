@@ -38,7 +38,7 @@ class Daemon:
         disable_created_metrics()
         self.registry = registry or CollectorRegistry()
         self.metrics = IngestMetrics(self.registry)
-        self.store = StateStore(config.state.path,
+        self.store = StateStore(config.state.location,
                                 breach_reminder_s=config.audit.breach_reminder)
         self.monitoring = build_monitoring(config, self.registry, [self._on_evaluation])
         self.sink = FanoutSink([MetricsSink(self.metrics), self.monitoring.windows,
@@ -59,14 +59,15 @@ class Daemon:
         self.control.on_evaluation(evaluation)
 
     def owns(self, model: str) -> bool:
-        """Whether this instance acts for ``model``: it owns the model's partition."""
+        """Whether this instance acts for ``model``: it owns the model's partition — the one
+        its traffic came from, or for a model with no traffic here yet, the one its key hashes
+        to (the producers' default partitioner), so exactly one instance claims it."""
         if self.ingestor is None or not self.ingestor.joined:
             return False
         windows = self.monitoring.windows.get(model)
         if windows is not None:
             return windows.partition in self.ingestor.assignment
-        # No traffic seen yet (e.g. right after a restart): one instance alone owns all.
-        return len(self.ingestor.assignment) > 0
+        return self.ingestor.owns_key(model)
 
     # -- probes -----------------------------------------------------------------------------
 
@@ -118,6 +119,8 @@ class Daemon:
             topics[kafka.dead_letter_topic] = 1
             ensure_topics(bootstrap, topics, client_options=kafka.client_options,
                           replication_factor=kafka.replication_factor)
+        # Windows and references are rebuilt from replayed history, not from the next traffic.
+        kafka = kafka.model_copy(update={"replay_messages": self.config.replay_depth()})
         self.ingestor = Ingestor(kafka, bootstrap, self.sink, self.metrics,
                                  [m.name for m in self.config.models])
         api = self.config.api

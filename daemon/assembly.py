@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from actions.contract import DeployTarget, WorkerSettings
 from daemon.act.champions import Champions
 from daemon.act.control import ControlPlane
-from daemon.act.run_metrics import RunCollector
+from daemon.act.run_metrics import OwnershipCollector, RunCollector
 from daemon.act.store import StateStore
 from daemon.config import DaemonConfig, ModelConfig
 from daemon.ingest.batch import EventSink, PartitionBatch, RejectedEvents, TopicPartitionId
@@ -153,7 +153,8 @@ def worker_settings(config: DaemonConfig, api_url: str) -> WorkerSettings:
         # paths resolved here, against the daemon's directory: a worker runs in its run's folder
         fleet = config.fleet.model_copy(update={"repository": config.fleet.repository.resolve()})
         deploy = DeployTarget(fleet=fleet, state_path=Path(config.state.path).resolve(),
-                              api_url=api_url, token=config.api.resolved_token())
+                              state_url=config.state.url, api_url=api_url,
+                              token=config.api.resolved_token())
     return WorkerSettings(output_dir=(Path(config.state.artifacts_dir) / "cache").resolve(),
                           threads=min(2, usable_cores()), deploy=deploy)
 
@@ -170,7 +171,7 @@ def build_control(config: DaemonConfig, store: StateStore, windows: WindowStore,
     from deploy.config import CanaryConfig
     from deploy.rollout_store import RolloutStore
 
-    rollouts = RolloutStore(config.state.path)
+    rollouts = RolloutStore(config.state.location)
 
     def deployed(model: str) -> str | None:
         record = rollouts.latest(model)
@@ -185,6 +186,7 @@ def build_control(config: DaemonConfig, store: StateStore, windows: WindowStore,
         worker_settings=worker_settings(config, api_url), worker_env=WORKER_ENV,
         registry=registry)
     registry.register(RunCollector(store, deployed))
+    registry.register(OwnershipCollector([m.name for m in config.models], owns))
     canary = config.fleet.rollout.canary if config.fleet is not None else CanaryConfig()
     routers = [control.router, canary_analysis_router(WindowJudge(windows, canary), rollouts)]
     return control, routers

@@ -112,8 +112,28 @@ class ApiConfig(StrictModel):
 
 
 class StateConfig(StrictModel):
-    path: Path = Path("var/lifeguard.db")
+    """Where the durable state lives: a SQLite file for one instance, or one PostgreSQL
+    database that every instance of a consumer group shares."""
+
+    path: Path = Field(Path("var/lifeguard.db"), description="The SQLite file (no url set); "
+                       "runs/ and reports/ default to directories beside it.")
+    url: str | None = Field(
+        None, description="postgresql://user:password@host/db for several instances sharing one "
+        "state (or sqlite:///path); default: the SQLite file at `path`.")
     artifacts_dir: Path = Path("var/artifacts")
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("postgresql://", "postgresql+psycopg://",
+                                                   "sqlite:///")):
+            raise ValueError("state.url must start with postgresql:// or sqlite:///")
+        return url
+
+    @property
+    def location(self) -> str:
+        """The store's URL, or the SQLite path when no url is set."""
+        return self.url or str(self.path)
 
 
 class ModelConfig(StrictModel):
@@ -192,6 +212,16 @@ class DaemonConfig(StrictModel):
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
+
+    def replay_depth(self) -> int:
+        """Messages re-read per partition on assignment: ``kafka.replay_messages``, or enough
+        to refill every model's window and reference (a model with a reference file needs
+        only its window), should all the models share one partition."""
+        if self.kafka.replay_messages is not None:
+            return self.kafka.replay_messages
+        models = self.models or [ModelConfig(name="default")]
+        return sum(m.window.size + (0 if m.reference.path else m.reference.first_n)
+                   for m in models)
 
 
 def parse_config(data: object, source: str = "<config>") -> DaemonConfig:

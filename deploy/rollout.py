@@ -205,6 +205,7 @@ class RolloutController:
 
     def _apply(self, record: RolloutRecord, url: str, version: int | None) -> RolloutRecord:
         """Make ``url`` serve ``version`` (None: unload), retrying while it is unreachable."""
+        self.store.check_fence()  # no fleet action for a run this instance no longer owns
         replica = self.fleet.replica(url)
         deadline = time.monotonic() + self.config.replica_timeout_s
         while True:

@@ -11,7 +11,8 @@ on the cause::
     ├── ConfigError (+ValueError)             daemon.config: a config file cannot be used
     ├── EventError (+ValueError)              daemon.events: a message that fails the contract
     ├── RejectedEvents                        daemon.ingest.batch: a sink applied all but these
-    ├── StoreError                            daemon.act.store: the state file cannot be used
+    ├── StoreError                            lifeguard.state.engine: the state store is unusable
+    │   └── StaleLeaseError                       lifeguard.state.fencing: a stale fence
     ├── AlertPayloadError (+ValueError)       daemon.act.alerts: not an Alertmanager payload
     ├── StepError                             actions.errors: a pipeline step failed
     │   ├── PermanentStepError                    the same inputs fail the same way

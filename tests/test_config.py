@@ -120,6 +120,25 @@ def test_the_shipped_example_config_is_valid() -> None:
     assert config.pipelines and config.fleet is not None
 
 
+def test_replay_defaults_to_every_models_window_plus_reference() -> None:
+    config = parse_config({"models": [
+        {"name": "a", "window": {"size": 1000}, "reference": {"first_n": 500}},
+        {"name": "b", "window": {"size": 300}, "reference": {"path": "ref.jsonl"}}]})
+    assert config.kafka.replay_messages is None
+    assert config.replay_depth() == 1000 + 500 + 300  # b's reference is a file: not replayed
+    assert parse_config({}).replay_depth() == 5000 + 2000  # the defaults of an unnamed model
+    off = parse_config({"kafka": {"replay_messages": 0}, "models": [{"name": "a"}]})
+    assert off.replay_depth() == 0
+
+
+def test_state_url_names_a_supported_database() -> None:
+    url = "postgresql://lifeguard@db:5432/lifeguard"
+    assert parse_config({"state": {"url": url}}).state.location == url
+    assert parse_config({}).state.location == str(Path("var/lifeguard.db"))
+    with pytest.raises(ConfigError, match=r"state\.url"):
+        parse_config({"state": {"url": "mysql://db/lifeguard"}})
+
+
 def test_start_up_says_loudly_that_mutations_are_refused_without_a_token(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:

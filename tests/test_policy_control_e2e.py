@@ -73,7 +73,7 @@ def test_breach_to_approved_run_to_audit(tmp_path: Path, monkeypatch: pytest.Mon
         assert detail["state"] == "succeeded" and detail["next_step"] == 2
         assert detail["snapshot_path"] == str(tmp_path / "snap.jsonl")
         actions = [e["action"] for e in detail["audit"]]
-        assert actions == ["run.pending_approval", "run.queued", "run.running",
+        assert actions == ["run.pending_approval", "run.queued", "run.leased", "run.running",
                            "run.step_done", "run.step_done", "run.succeeded"]
         assert (tmp_path / "runs" / run.id / "00-first" / "out.txt").is_file()
         # each worker's step metrics, from its result file, on the daemon's /metrics

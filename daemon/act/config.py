@@ -113,6 +113,11 @@ class RunnerConfig(StrictModel):
     max_concurrent_runs: int = Field(1, ge=1, description="runs executing at once, all models")
     poll_interval: Duration = Field(1.0, gt=0)
     work_dir: str | None = Field(None, description="per-run directories; default <state dir>/runs")
+    instance_id: str | None = Field(
+        None, description="this instance's name in run leases; default: host name and pid")
+    lease_ttl: Duration = Field(30.0, gt=0, description="a run's lease lapses when its holder "
+                                "has not renewed it for this long; then another instance "
+                                "takes the run over from its last finished step")
 
 
 class AlertsConfig(StrictModel):

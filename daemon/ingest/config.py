@@ -31,10 +31,11 @@ class KafkaConfig(StrictModel):
     poll_timeout_ms: int = Field(100, gt=0)
     session_timeout_ms: int = Field(10_000, ge=1000)
     heartbeat_interval_ms: int = Field(3000, ge=100)
-    replay_messages: int = Field(
-        0, ge=0,
+    replay_messages: int | None = Field(
+        None, ge=0,
         description="On partition assignment, re-read up to this many already-committed messages "
-        "per partition to rebuild windows (counted as replayed, never acted on).",
+        "per partition to rebuild windows and references (counted as replayed, never acted "
+        "on). Default: the models' window sizes plus reference sizes; 0 turns replay off.",
     )
     max_models: int = Field(
         100, ge=0, description="Models not named under `models:` admitted, first come, up to "

@@ -72,6 +72,7 @@ class Ingestor:
         self.last_loop = 0.0  # monotonic time of the last completed loop, for health
         self.assignment: frozenset[TopicPartitionId] = frozenset()
         self.joined = False  # set once the group has assigned partitions at least once
+        self.partition_counts: dict[str, int] = {}  # topic -> partitions, at the last rebalance
         self.error: BaseException | None = None
 
     # -- lifetime ---------------------------------------------------------------------------
@@ -402,7 +403,7 @@ class Ingestor:
         committed): the seek fetches them again, after the replayed history."""
         consumer = self._consumer
         assert consumer is not None
-        depth = self.config.replay_messages
+        depth = self.config.replay_messages or 0
         retry: set[TopicPartition] = set()
         for tp in list(self._needs_replay):
             fetched = records.pop(tp, None)
@@ -433,6 +434,29 @@ class Ingestor:
         parts = consumer.assignment() if consumer is not None else set()
         self.assignment = frozenset((tp.topic, tp.partition) for tp in parts)
         self.metrics.assigned.set(len(self.assignment))
+        if consumer is not None:
+            counts = {}
+            for topic in self.config.topics:
+                try:  # from the metadata the group join just fetched
+                    counts[topic] = len(consumer.partitions_for_topic(topic))
+                except Exception:  # a metadata hiccup: keep what was known
+                    log.warning("no partition count for %s", topic, exc_info=True)
+            self.partition_counts = {**self.partition_counts,
+                                     **{t: n for t, n in counts.items() if n > 0}}
+
+    def owns_key(self, key: str) -> bool:
+        """Whether this instance is assigned the partition a message keyed ``key`` goes to
+        (kafka-python's default partitioner: murmur2 of the key), on any consumed topic."""
+        assignment = self.assignment
+        return any((topic, partition_of(key, n)) in assignment
+                   for topic, n in self.partition_counts.items())
+
+
+def partition_of(key: str, n_partitions: int) -> int:
+    """The partition kafka-python's (and Java's) default partitioner picks for ``key``."""
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % n_partitions
 
 
 def _listener(ingestor: Ingestor) -> Any:
