@@ -210,3 +210,17 @@ def test_a_causal_lm_model_gets_the_generator_detectors_and_no_end_to_end_slo() 
     assert suite.generation is not None and suite.quality is not None
     assert suite.latency is not None and suite.latency.slos == {}
     assert {t.column for t in suite.texts if t.embedding} == {"input_text", "output_text"}
+
+
+def test_a_released_partition_takes_its_models_gauges_along() -> None:
+    with Harness() as harness:
+        stream = Stream(seed=5)
+        assert harness.feed(stream.batch(2 * WINDOW))
+        text = generate_latest(harness.registry).decode()
+        assert 'lifeguard_detector_statistic{' in text and 'model="m"' in text
+        # The partition moves to another instance: windows drop, the evaluator forgets.
+        harness.monitoring.windows.release([("t", 0)])
+        harness.monitoring.evaluator.prune()
+        after = generate_latest(harness.registry).decode()
+        assert not [line for line in after.splitlines()
+                    if line.startswith("lifeguard_detector_statistic{") and 'model="m"' in line]
