@@ -338,6 +338,12 @@ class StateStore:
                           [*args, limit])
         return [_run(r) for r in rows]
 
+    def run_counts(self) -> dict[tuple[str, str], int]:
+        """Runs by (model, state), counted by the database: a /metrics scrape reads one row
+        per pair, never the runs themselves."""
+        rows = self._read("SELECT model, state, COUNT(*) AS n FROM runs GROUP BY model, state")
+        return {(r["model"], r["state"]): int(r["n"]) for r in rows}
+
     def runs_created_since(self, model: str, since: float) -> list[ActionRun]:
         rows = self._read("SELECT * FROM runs WHERE model = ? AND created_at >= ?"
                           " ORDER BY created_at DESC", [model, since])
