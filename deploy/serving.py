@@ -163,8 +163,12 @@ class ModelServer:
     def _load_blocking(self, name: str, version: int) -> LoadedModel:
         from deploy.inference import load_onnx
 
-        record = self.repository.verify(name, version)  # sums first: never load a tampered file
-        model = load_onnx(self.repository.version_dir(name, version), self.device, self.threads)
+        # The sums are checked on the bytes read, and the model is built from those bytes: a
+        # file swapped after the check is never opened (no check-then-use gap).
+        record, files = self.repository.read_verified(name, version)
+        model = load_onnx(self.repository.version_dir(name, version), self.device, self.threads,
+                          files=files)
+        del files  # the session and tokenizer hold their own copies
         slot = LoadedModel(name, version, record.task, model, time.time())
         _run_slot(slot, [_Item("warm up", 1)])  # a broken graph fails here, not on traffic
         return slot
