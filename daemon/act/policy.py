@@ -166,8 +166,11 @@ class PolicyEngine:
         pipelines: Mapping[str, PipelineConfig],
         snapshot_provider: PathProvider | None = None,
         champion_provider: PathProvider | None = None,
+        version_admitted: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.store = store
+        # A breach of a version nothing vouches for (a name a producer made up) never fires.
+        self._admitted = version_admitted or (lambda model, version: True)
         self.policies = dict(policies)
         self.pipelines = dict(pipelines)
         self._snapshot = snapshot_provider
@@ -196,6 +199,12 @@ class PolicyEngine:
         policy = self.policies.get(evaluation.model)
         if policy is None:
             return TriggerDecision(model=evaluation.model, fire=False, reason="no policy")
+        if not self._admitted(evaluation.model, evaluation.model_version):
+            reason = (f"version {evaluation.model_version!r} is not admitted (not allowed, "
+                      "published or deployed)")
+            self.store.audit("trigger.ignored", "policy", evaluation.model, None,
+                             {"reason": reason, "evaluation_id": evaluation.id})
+            return TriggerDecision(model=evaluation.model, fire=False, reason=reason)
         with self._lock:
             now = self.store.now()
             recent = self.store.list_evaluations(model=evaluation.model,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -303,10 +303,13 @@ class ModelWindows:
                 return RowsSnapshot([], {})
             return RowsSnapshot([r for r in rows.rows if r.ts >= since_s], dict(rows.labels))
 
-    def labelled_rows(self) -> list[tuple[WindowRow, Joined]]:
-        """Every current row whose feedback has joined, with that feedback."""
+    def labelled_rows(self, versions: Collection[str] | None = None,
+                      ) -> list[tuple[WindowRow, Joined]]:
+        """Every current row whose feedback has joined, with that feedback; only rows of
+        ``versions`` when given."""
         with self.lock:
-            return [(row, joined) for rows in self.current.values() for row in rows.rows
+            return [(row, joined) for version, rows in self.current.items()
+                    if versions is None or version in versions for row in rows.rows
                     if (joined := rows.labels.get(row.request_id)) is not None]
 
     def reference_frame(self, version: str) -> pd.DataFrame | None:
