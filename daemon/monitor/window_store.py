@@ -144,6 +144,15 @@ class WindowCollector(Collector):
             labels=["model"])
         for name, n in sorted(self.store.unadmitted.items()):
             unadmitted.add_metric([name], n)
+        window_bytes = GaugeMetricFamily(
+            "lifeguard_window_bytes", "Bytes the model's current windows hold (estimated).",
+            labels=["model"])
+        over_budget = CounterMetricFamily(
+            "lifeguard_window_over_budget_events",
+            "Rows evicted to keep the model within window.max_bytes.", labels=["model"])
+        join_bytes = GaugeMetricFamily(
+            "lifeguard_labels_bytes", "Bytes the label join's buffers hold (estimated).",
+            labels=["model"])
         for name, windows in list(self.store.models.items()):
             with windows.lock:
                 for version, rows in windows.current.items():
@@ -160,8 +169,11 @@ class WindowCollector(Collector):
                     dropped.add_metric([name, buffer], n)
                 pending.add_metric([name, "inference"], windows.join.pending)
                 pending.add_metric([name, "feedback"], windows.join.early)
+                window_bytes.add_metric([name], windows.bytes)
+                over_budget.add_metric([name], windows.over_budget)
+                join_bytes.add_metric([name], windows.join.bytes)
         yield from (size, evicted, reference, joined, expired, orphaned, duplicate, dropped,
-                    pending, untracked, unadmitted)
+                    pending, untracked, unadmitted, window_bytes, over_budget, join_bytes)
 
     def describe(self) -> Iterable[Metric]:
         return []
