@@ -27,6 +27,7 @@ from daemon.monitor.detector_pass import ModelSpec
 from daemon.monitor.evaluation import Evaluation
 from daemon.monitor.evaluator import Evaluator
 from daemon.monitor.snapshots import SnapshotWriter
+from daemon.monitor.versions import VersionGate
 from daemon.monitor.window_store import WindowStore, register
 from daemon.monitor.windows import MonitoringSettings, load_reference
 
@@ -127,6 +128,29 @@ class EvaluatorNudge:
         self.evaluator.prune()
 
 
+def version_gate(config: DaemonConfig) -> VersionGate:
+    """What vouches for a configured model's versions: its ``versions`` list, and with a
+    fleet the repository's published versions and the rollout store's deployed one."""
+    allowed = {m.name: m.versions for m in config.models}
+    if config.fleet is None:
+        return VersionGate(allowed)
+    from deploy.repository import ModelRepository
+    from deploy.rollout_store import RolloutStore
+
+    repository = ModelRepository(config.fleet.repository)
+    rollouts = RolloutStore(config.state.path)
+
+    def published(model: str) -> list[str]:
+        return [str(v) for v in repository.versions(model)]
+
+    def deployed(model: str) -> str | None:
+        record = rollouts.latest(model)
+        version = None if record is None else record.settled_version
+        return None if version is None else str(version)
+
+    return VersionGate(allowed, published=published, deployed=deployed)
+
+
 def build_monitoring(config: DaemonConfig, registry: CollectorRegistry,
                      sinks: Sequence[Callable[[Evaluation], None]]) -> Monitoring:
     by_name = {m.name: m for m in config.models}
@@ -134,7 +158,7 @@ def build_monitoring(config: DaemonConfig, registry: CollectorRegistry,
                   if m.reference.path is not None}
     windows = WindowStore(lambda name: settings_of(by_name[name]) if name in by_name else None,
                           DEFAULT_SETTINGS, max_models=config.kafka.max_models + len(by_name),
-                          reference_for=references.get)
+                          reference_for=references.get, versions=version_gate(config))
     register(windows, registry)
     default_reports = config.state.path.parent / "reports"
     specs = {m.name: spec_of(m, default_reports) for m in config.models}
@@ -183,6 +207,7 @@ def build_control(config: DaemonConfig, store: StateStore, windows: WindowStore,
         config, store,
         snapshot_provider=SnapshotWriter(windows, Path(config.state.artifacts_dir) / "snapshots"),
         champion_provider=champions, deployed_version=deployed, owns=owns,
+        version_admitted=windows.versions.admits,
         worker_settings=worker_settings(config, api_url), worker_env=WORKER_ENV,
         registry=registry)
     registry.register(RunCollector(store, deployed))

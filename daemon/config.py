@@ -153,6 +153,10 @@ class ModelConfig(StrictModel):
         None, description="Sentence encoder directory for embedding drift; default: the "
         "packaged all-MiniLM-L6-v2.")
     policy: ModelPolicy | None = Field(None, description="When and how to act; none = watch only.")
+    versions: list[str] | None = Field(
+        None, description="Versions admitted besides those the fleet's repository published "
+        "or its rollouts deployed: only admitted versions are windowed, can start a run and "
+        "are trained on. Unset with no fleet: every version is admitted.")
 
     @model_validator(mode="after")
     def _one_task(self) -> ModelConfig:

@@ -1,5 +1,6 @@
 """Micro-batching for the replica: concurrent requests queue up while a batch runs, and the
-next batch takes all of them (up to a cap) in one ONNX Runtime call on a worker thread."""
+next batch takes all of them (up to a cap) in one ONNX Runtime call on a worker thread. The
+queue is bounded: past ``max_queue`` waiting requests, ``submit`` refuses (the replica's 503)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Generic, TypeVar
 
+from deploy.errors import DeployError
+
 In = TypeVar("In")
 Out = TypeVar("Out")
+
+
+class QueueFull(DeployError):
+    """Too many requests already wait for a batch: come back later (HTTP 503, Retry-After)."""
+
+    retry_after_s = 1
 
 
 class MicroBatcher(Generic[In, Out]):
@@ -21,15 +30,16 @@ class MicroBatcher(Generic[In, Out]):
 
     def __init__(self, run: Callable[[Sequence[In]], Sequence[Out]], executor: Executor,
                  max_batch: int = 16, max_wait_s: float = 0.0, workers: int = 1,
-                 on_batch: Callable[[int], None] | None = None) -> None:
-        if max_batch < 1 or workers < 1 or max_wait_s < 0:
-            raise ValueError("max_batch and workers must be >= 1, max_wait_s >= 0")
+                 on_batch: Callable[[int], None] | None = None, max_queue: int = 1024) -> None:
+        if max_batch < 1 or workers < 1 or max_wait_s < 0 or max_queue < 1:
+            raise ValueError("max_batch, workers and max_queue must be >= 1, max_wait_s >= 0")
         self._run = run
         self._executor = executor
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._workers = workers
         self._on_batch = on_batch
+        self._max_queue = max_queue
         self._queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -38,7 +48,10 @@ class MicroBatcher(Generic[In, Out]):
             self._start()
         assert self._queue is not None
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future))
+        try:
+            self._queue.put_nowait((item, future))
+        except asyncio.QueueFull:
+            raise QueueFull(f"{self._max_queue} requests already wait for a batch") from None
         return await future
 
     async def close(self) -> None:
@@ -48,7 +61,7 @@ class MicroBatcher(Generic[In, Out]):
         self._tasks.clear()
 
     def _start(self) -> None:
-        self._queue = asyncio.Queue()
+        self._queue = asyncio.Queue(self._max_queue)
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self._workers)]
 
     async def _worker(self) -> None:

@@ -4,6 +4,8 @@ sessions on CPU or CUDA, a text classifier and a greedy causal LM, shared by gat
 An exported directory holds ``model.onnx`` (inputs ``input_ids``/``attention_mask`` int64 with
 dynamic batch and sequence axes, output ``logits``), the tokenizer, ``model_info.json`` and,
 when an action step wrote it, ``artifact.json`` whose sha256 sums are checked before load.
+Files are read once: the sums are checked on the bytes read, and the session, the tokenizer
+and ``model_info.json`` are built from those same bytes (no file is opened again after it).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import ctypes
 import functools
 import json
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime as ort
 
-from deploy.integrity import verify_dir
+from deploy.integrity import read_verified, verify_dir
 from lifeguard.errors import IntegrityError
 from lifeguard.tasks import TASKS
 
@@ -55,7 +58,11 @@ class ModelInfo:
 
     @classmethod
     def read(cls, model_dir: Path) -> ModelInfo:
-        raw = json.loads((Path(model_dir) / INFO_FILE).read_text())
+        return cls.parse((Path(model_dir) / INFO_FILE).read_bytes())
+
+    @classmethod
+    def parse(cls, data: bytes) -> ModelInfo:
+        raw = json.loads(data)
         return cls(
             task=raw["task"],
             max_length=int(raw["max_length"]),
@@ -86,6 +93,22 @@ def verify_artifact(model_dir: Path) -> None:
     verify_dir(Path(model_dir), files)
 
 
+def read_artifact(model_dir: Path) -> dict[str, bytes]:
+    """Every file of an exported directory, read once: checked against ``artifact.json``'s
+    sums as read when there is one (every other file is then refused), else taken as is."""
+    model_dir = Path(model_dir)
+    record = model_dir / ARTIFACT_FILE
+    if not record.is_file():
+        return {p.relative_to(model_dir).as_posix(): p.read_bytes()
+                for p in sorted(model_dir.rglob("*")) if p.is_file()}
+    raw = record.read_bytes()
+    try:
+        sums = json.loads(raw)["files"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"{record}: unreadable artifact record ({exc})") from exc
+    return {**read_verified(model_dir, sums), ARTIFACT_FILE: raw}
+
+
 @functools.cache
 def cuda_usable() -> bool:
     """Whether onnxruntime's CUDA provider can really load here.
@@ -110,9 +133,10 @@ def default_threads() -> int:
 
 
 def create_session(
-    model_path: Path | str, device: Device = "auto", threads: int | None = None
+    model: Path | str | bytes, device: Device = "auto", threads: int | None = None
 ) -> ort.InferenceSession:
-    """An onnxruntime session; CUDA only when asked (or auto) and really active.
+    """An onnxruntime session; CUDA only when asked (or auto) and really active. ``model`` is
+    a path or the graph's bytes (what a verified load passes: ORT never opens a file then).
 
     ``device="cuda"`` raises RuntimeError when the session did not get the CUDA provider,
     because onnxruntime would otherwise run on CPU without saying so.
@@ -128,9 +152,11 @@ def create_session(
     options.log_severity_level = 3
     want_cuda = device == "cuda" or (device == "auto" and cuda_usable())
     providers = [_CUDA, _CPU] if want_cuda else [_CPU]
-    session = ort.InferenceSession(str(model_path), options, providers=providers)
+    source = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(source, options, providers=providers)
     if device == "cuda" and _CUDA not in session.get_providers():
-        raise RuntimeError(f"CUDA provider not active for {model_path}: {session.get_providers()}")
+        where = "the model's bytes" if isinstance(model, bytes) else model
+        raise RuntimeError(f"CUDA provider not active for {where}: {session.get_providers()}")
     return session
 
 
@@ -141,13 +167,32 @@ def load_tokenizer(model_dir: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(model_dir))
 
 
+def tokenizer_from_bytes(files: Mapping[str, bytes]) -> Any:
+    """The tokenizer from verified bytes: transformers reads only directories, so its files
+    (everything but the graph) are written to a private temporary one and read back from it."""
+    with tempfile.TemporaryDirectory(prefix="lifeguard-tokenizer-") as tmp:  # mode 0700
+        for rel, data in files.items():
+            if rel == MODEL_FILE or "/" in rel:
+                continue
+            (Path(tmp) / rel).write_bytes(data)
+        return load_tokenizer(Path(tmp))
+
+
 class _OnnxModel:
-    def __init__(self, model_dir: Path, device: Device = "auto", threads: int | None = None):
+    """Built from the directory's bytes: ``files`` when the caller read and checked them (a
+    repository version), else read here once and checked against ``artifact.json``."""
+
+    def __init__(self, model_dir: Path, device: Device = "auto", threads: int | None = None,
+                 files: Mapping[str, bytes] | None = None):
         self.model_dir = Path(model_dir)
-        verify_artifact(self.model_dir)
-        self.info = ModelInfo.read(self.model_dir)
-        self.session = create_session(self.model_dir / MODEL_FILE, device, threads)
-        self.tokenizer = load_tokenizer(self.model_dir)
+        if files is None:
+            files = read_artifact(self.model_dir)
+        for name in (INFO_FILE, MODEL_FILE):
+            if name not in files:
+                raise IntegrityError(f"{self.model_dir}: {name} is missing")
+        self.info = ModelInfo.parse(files[INFO_FILE])
+        self.session = create_session(files[MODEL_FILE], device, threads)
+        self.tokenizer = tokenizer_from_bytes(files)
         self._input_names = {i.name for i in self.session.get_inputs()}
 
     @property
@@ -170,9 +215,10 @@ class OnnxClassifier(_OnnxModel):
 
     @classmethod
     def from_dir(
-        cls, model_dir: Path | str, device: Device = "auto", threads: int | None = None
+        cls, model_dir: Path | str, device: Device = "auto", threads: int | None = None,
+        files: Mapping[str, bytes] | None = None,
     ) -> OnnxClassifier:
-        model = cls(Path(model_dir), device, threads)
+        model = cls(Path(model_dir), device, threads, files)
         if model.info.task != "sequence-classification":
             raise ValueError(f"{model_dir} holds a {model.info.task} model, not a classifier")
         return model
@@ -205,9 +251,10 @@ class OnnxCausalLM(_OnnxModel):
 
     @classmethod
     def from_dir(
-        cls, model_dir: Path | str, device: Device = "auto", threads: int | None = None
+        cls, model_dir: Path | str, device: Device = "auto", threads: int | None = None,
+        files: Mapping[str, bytes] | None = None,
     ) -> OnnxCausalLM:
-        model = cls(Path(model_dir), device, threads)
+        model = cls(Path(model_dir), device, threads, files)
         if model.info.task != "causal-lm":
             raise ValueError(f"{model_dir} holds a {model.info.task} model, not a causal LM")
         return model
@@ -269,15 +316,19 @@ class OnnxCausalLM(_OnnxModel):
         return token_nll(logits, ids, lengths, starts)
 
 
-def load_onnx(model_dir: Path | str, device: Device = "auto", threads: int | None = None) -> (
-    OnnxClassifier | OnnxCausalLM
-):
-    """Open an exported directory as the right model for its ``model_info.json`` task."""
-    verify_artifact(Path(model_dir))  # before model_info.json is trusted to dispatch
-    task = ModelInfo.read(Path(model_dir)).task
+def load_onnx(model_dir: Path | str, device: Device = "auto", threads: int | None = None,
+              files: Mapping[str, bytes] | None = None) -> OnnxClassifier | OnnxCausalLM:
+    """Open an exported directory as the right model for its ``model_info.json`` task, from
+    ``files`` (bytes already checked, e.g. ``ModelRepository.read_verified``) or from the
+    directory's files read and checked once here."""
+    if files is None:
+        files = read_artifact(Path(model_dir))  # before model_info.json is trusted to dispatch
+    if INFO_FILE not in files:
+        raise IntegrityError(f"{model_dir}: {INFO_FILE} is missing")
+    task = ModelInfo.parse(files[INFO_FILE]).task
     if task == "sequence-classification":
-        return OnnxClassifier.from_dir(model_dir, device, threads)
-    return OnnxCausalLM.from_dir(model_dir, device, threads)
+        return OnnxClassifier.from_dir(model_dir, device, threads, files)
+    return OnnxCausalLM.from_dir(model_dir, device, threads, files)
 
 
 # --- shared with the PyTorch helpers in actions, so both runtimes score text the same way ---

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import Field, SecretStr
 
 from daemon.events import InferenceEvent, Output
+from deploy.batching import QueueFull
 from deploy.emitter import EventEmitter
 from deploy.errors import DeployError
 from deploy.oip_binary import HEADER as BINARY_HEADER
@@ -57,6 +58,8 @@ class ReplicaSettings(StrictModel):
     workers: int = Field(default=1, ge=1)
     max_batch: int = Field(default=16, ge=1)
     batch_wait_ms: float = Field(default=0.0, ge=0)
+    max_queue: int = Field(default=1024, ge=1,
+                           description="Requests waiting for a batch, per model; past it 503.")
     max_body_bytes: int = Field(default=4 << 20, ge=1024,
                                 description="Larger request bodies are answered 413.")
     control_token: SecretStr | None = Field(
@@ -74,6 +77,12 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _overloaded(exc: QueueFull) -> JSONResponse:
+    """The batch queue is full: shed the request, and say when to come back."""
+    return JSONResponse({"error": f"overloaded: {exc}"}, status_code=503,
+                        headers={"Retry-After": str(exc.retry_after_s)})
 
 
 def _control_refusal(settings: ReplicaSettings, request: Request) -> JSONResponse | None:
@@ -100,7 +109,7 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
                              lambda: {n: s.version for n, s in server.loaded.items()})
     server = ModelServer(repository, settings.device, settings.threads, settings.workers,
                          settings.max_batch, settings.batch_wait_ms / 1000,
-                         on_batch=metrics.batch_size.observe)
+                         on_batch=metrics.batch_size.observe, max_queue=settings.max_queue)
     startup_models = [_parse_model_spec(spec) for spec in settings.models]
     state: dict[str, object] = {"ready": not startup_models, "startup_error": None}
 
@@ -147,8 +156,8 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
         started = time.perf_counter()
         try:
             prediction = await server.predict(name, text, version, max_new_tokens)
-        except ServingError:
-            raise  # the request was wrong, not the model: no inference happened
+        except (ServingError, QueueFull):
+            raise  # the request was wrong or shed, not the model's fault: no inference ran
         except Exception as exc:
             slot = server.loaded.get(name)
             log_event(name, request_id, text, started, None, repr(exc),
@@ -237,6 +246,8 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
             content, headers = write_response(
                 {"model_name": name, "model_version": str(served), "id": request_id,
                  "outputs": outputs}, body)
+        except QueueFull as exc:
+            return _overloaded(exc)
         except (ServingError, DeployError, KeyError, TypeError, ValueError) as exc:
             return _error(400, f"{type(exc).__name__}: {exc}")
         except Exception as exc:
@@ -290,6 +301,8 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
             request_id = request_id or uuid.uuid4().hex
             pinned = None if version is None else parse_version(version)
             answer = await predict_logged(name, content, request_id, pinned, max_new)
+        except QueueFull as exc:
+            return _overloaded(exc)
         except (ServingError, DeployError, KeyError, ValueError) as exc:
             return _error(400, f"{type(exc).__name__}: {exc}")
         except Exception as exc:

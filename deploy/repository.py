@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.errors import InvalidNameError, VersionNotFoundError
-from deploy.integrity import digest_dir, verify_dir
+from deploy.integrity import digest_dir, read_verified, verify_dir
 from lifeguard.errors import IntegrityError
 from lifeguard.files import atomic_write, fsync_dir
 from lifeguard.tasks import TASKS
@@ -199,6 +199,18 @@ class ModelRepository:
         if extra:
             raise IntegrityError(f"{directory}: unrecorded files {sorted(extra)}")
         return record
+
+    def read_verified(self, model: str, version: int | str) -> tuple[VersionRecord,
+                                                                     dict[str, bytes]]:
+        """The version's files as bytes, each checked against its recorded sum as read: load
+        from these (``deploy.inference.load_onnx(..., files=)``), never from the directory."""
+        record = self.record(model, version)
+        directory = self.version_dir(model, version)
+        files = read_verified(directory, record.files)
+        extra = set(digest_dir(directory, frozenset({RECORD_NAME}))) - set(record.files)
+        if extra:
+            raise IntegrityError(f"{directory}: unrecorded files {sorted(extra)}")
+        return record, files
 
     def publish(self, model: str, source: Path | str, *, run_id: str | None = None,
                 trigger: str | None = None, parent_version: int | None = None,

@@ -66,12 +66,16 @@ class RolloutController:
 
     def reconcile(self, model: str) -> RolloutRecord | None:
         """Bring replicas that drifted from the last rollout's outcome (restarted, skipped while
-        down) back to it; resume the rollout instead if it is unfinished (needs no judge unless
-        it is still in its canary phase)."""
+        down) back to it; resume the rollout instead if it is unfinished. A rollout left in
+        its canary phase (its deploy step timed out or was killed, so no judge is watching)
+        is abandoned: the fleet is reconciled to one version, the stable one."""
         record = self.store.latest(model)
         if record is None:
             return None
         if not record.finished:
+            if record.phase == "canary":
+                return self.abandon(model, "canary abandoned: its deploy ended before a "
+                                           "verdict (timed out or killed)")
             return self.resume(record, judge=None)
         target = record.to_version if record.phase == "done" else record.from_version
         for url in self.fleet.urls:
@@ -85,6 +89,18 @@ class RolloutController:
                     self.store.add_event(record.id, "replica_skipped",
                                          {"url": url, "error": exc.message})
         return record
+
+    def abandon(self, model: str, reason: str) -> RolloutRecord | None:
+        """Roll an unfinished rollout back: every replica to the stable version, the new one
+        withdrawn. None when nothing is unfinished."""
+        record = self.store.active(model)
+        if record is None:
+            return None
+        observed = self._observe(record)
+        record = self.store.update(record, observed=observed)
+        self.store.add_event(record.id, "abandoned", {"phase": record.phase, "reason": reason,
+                                                      "observed": observed})
+        return self._roll_back(self._fail(record, reason))
 
     # --- the state machine ----------------------------------------------------------------
 

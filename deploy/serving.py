@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from deploy.batching import MicroBatcher
+from deploy.batching import MicroBatcher, QueueFull
 from deploy.errors import DeployError
 from deploy.repository import ModelRepository, parse_version, validate_model_name
 
@@ -60,9 +60,10 @@ class ModelServer:
 
     def __init__(self, repository: ModelRepository, device: Device = "auto", threads: int = 1,
                  workers: int = 1, max_batch: int = 16, max_wait_s: float = 0.0,
-                 on_batch: Callable[[int], None] | None = None) -> None:
-        if threads < 1 or workers < 1 or max_batch < 1 or max_wait_s < 0:
-            raise ValueError("threads, workers and max_batch must be >= 1; max_wait_s >= 0")
+                 on_batch: Callable[[int], None] | None = None, max_queue: int = 1024) -> None:
+        if threads < 1 or workers < 1 or max_batch < 1 or max_wait_s < 0 or max_queue < 1:
+            raise ValueError("threads, workers, max_batch and max_queue must be >= 1; "
+                             "max_wait_s >= 0")
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
         self.repository = repository
@@ -73,6 +74,8 @@ class ModelServer:
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._on_batch = on_batch
+        self._max_queue = max_queue
+        self._pinned_waiting = 0  # version-pinned requests bypass the batcher: bounded too
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="infer")
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="load")
         self._locks: dict[str, asyncio.Lock] = {}
@@ -120,15 +123,21 @@ class ModelServer:
         slot = self.get(name, version)
         if version is not None:
             # Pinned: run on the slot it asked for, even if a swap lands while it waits.
-            loop = asyncio.get_running_loop()
-            answers = await loop.run_in_executor(self._pool, _run_slot, slot,
-                                                 [_Item(text, max_new_tokens)])
+            if self._pinned_waiting >= self._max_queue:
+                raise QueueFull(f"{self._max_queue} version-pinned requests already wait")
+            self._pinned_waiting += 1
+            try:
+                loop = asyncio.get_running_loop()
+                answers = await loop.run_in_executor(self._pool, _run_slot, slot,
+                                                     [_Item(text, max_new_tokens)])
+            finally:
+                self._pinned_waiting -= 1
             return answers[0]
         batcher = self._batchers.get(name)
         if batcher is None:
             batcher = MicroBatcher(lambda items: self._run_batch(name, items), self._pool,
                                    self._max_batch, self._max_wait_s, self._workers,
-                                   self._on_batch)
+                                   self._on_batch, self._max_queue)
             self._batchers[name] = batcher
         return await batcher.submit(_Item(text, max_new_tokens))
 
@@ -154,8 +163,12 @@ class ModelServer:
     def _load_blocking(self, name: str, version: int) -> LoadedModel:
         from deploy.inference import load_onnx
 
-        record = self.repository.verify(name, version)  # sums first: never load a tampered file
-        model = load_onnx(self.repository.version_dir(name, version), self.device, self.threads)
+        # The sums are checked on the bytes read, and the model is built from those bytes: a
+        # file swapped after the check is never opened (no check-then-use gap).
+        record, files = self.repository.read_verified(name, version)
+        model = load_onnx(self.repository.version_dir(name, version), self.device, self.threads,
+                          files=files)
+        del files  # the session and tokenizer hold their own copies
         slot = LoadedModel(name, version, record.task, model, time.time())
         _run_slot(slot, [_Item("warm up", 1)])  # a broken graph fails here, not on traffic
         return slot

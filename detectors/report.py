@@ -115,8 +115,52 @@ def _tsne_rows(rows: int) -> Iterator[None]:
 
 
 def render_html(snapshot: Any) -> str:
-    """Standalone HTML of a snapshot (what the on-call opens)."""
-    return str(snapshot.get_html_str(as_iframe=False))
+    """Standalone HTML of a snapshot (what the on-call opens).
+
+    Evidently embeds the report's data as raw ``json.dumps`` inside ``<script>``, and a
+    categorical value is whatever a producer sent: ``</script><script>...`` would end the
+    data block and run. The JSON is rendered script-safe here (``<``, ``>``, ``&`` and the
+    JS line separators as ``\\uXXXX`` escapes, the same value once parsed)."""
+    with _script_safe_json():
+        return str(snapshot.get_html_str(as_iframe=False))
+
+
+_SCRIPT_UNSAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                  "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def script_safe(text: str) -> str:
+    """JSON text that cannot close or open an HTML ``<script>`` element. The characters
+    replaced occur only inside JSON strings, where the ``\\uXXXX`` escape means the same."""
+    for char, escape in _SCRIPT_UNSAFE.items():
+        text = text.replace(char, escape)
+    return text
+
+
+@contextmanager
+def _script_safe_json() -> Iterator[None]:
+    """Evidently's HTML template calls its module's ``json.dumps`` and
+    ``dashboard_info_to_json`` at render time; both are wrapped for one render (reports are
+    rendered one at a time, by the evaluator)."""
+    import json
+    import types
+
+    from evidently.legacy.utils import dashboard
+
+    saved_json, saved_info = dashboard.json, dashboard.dashboard_info_to_json
+
+    def dumps(obj: Any, **kwargs: Any) -> str:
+        return script_safe(json.dumps(obj, **kwargs))
+
+    def info_to_json(info: Any) -> str:
+        return script_safe(saved_info(info))
+
+    dashboard.json = types.SimpleNamespace(dumps=dumps)  # type: ignore[assignment]
+    dashboard.dashboard_info_to_json = info_to_json
+    try:
+        yield
+    finally:
+        dashboard.json, dashboard.dashboard_info_to_json = saved_json, saved_info
 
 
 def _frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:

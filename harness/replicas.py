@@ -89,8 +89,9 @@ class ReplicaProcess(ServerProcess):
     """``lifeguard replica`` as a child process on a free loopback port."""
 
     def __init__(self, repository: Path, name: str, models: list[str], kafka: str | None,
-                 log_dir: Path) -> None:
+                 log_dir: Path, extra_args: tuple[str, ...] = ()) -> None:
         super().__init__(log_dir / f"{name}.log")
+        self.extra_args = extra_args  # more `lifeguard replica` options, e.g. --max-queue
         self.repository = repository
         self.name = name
         self.models = models
@@ -104,7 +105,7 @@ class ReplicaProcess(ServerProcess):
             args += ["--model", spec]
         if self.kafka:
             args += ["--kafka", self.kafka, "--topic", TOPIC]
-        self.spawn(args)
+        self.spawn([*args, *self.extra_args])
         return self
 
     def wait_ready(self, timeout_s: float = 60.0) -> ReplicaProcess:

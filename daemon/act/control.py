@@ -52,13 +52,15 @@ class ControlPlane:
         worker_settings: WorkerSettings | None = None,
         worker_env: Mapping[str, str] | None = None,
         registry: CollectorRegistry | None = None,
+        version_admitted: Callable[[str, str], bool] | None = None,
     ) -> None:
         settings = config.policy_settings()
         self.store = store
         self._snapshot = snapshot_provider
         self._champion = champion_provider
         self.engine = PolicyEngine(store, settings.models, settings.pipelines,
-                                   snapshot_provider, champion_provider, owns=owns)
+                                   snapshot_provider, champion_provider, owns=owns,
+                                   version_admitted=version_admitted)
         work_root = (Path(settings.runner.work_dir) if settings.runner.work_dir
                      else Path(config.state.path).parent / "runs")
         self.runner = Runner(store, work_root, settings.runner.max_concurrent_runs,

@@ -167,12 +167,15 @@ class PolicyEngine:
         snapshot_provider: PathProvider | None = None,
         champion_provider: PathProvider | None = None,
         owns: Callable[[str], bool] | None = None,
+        version_admitted: Callable[[str, str], bool] | None = None,
     ) -> None:
         """``owns(model)``: whether this instance holds the model's windows; a run triggered
         here for a model another instance owns is created with its snapshot deferred to the
         owner, who takes it before the first step."""
         self.store = store
         self._owns = owns or (lambda model: True)
+        # A breach of a version nothing vouches for (a name a producer made up) never fires.
+        self._admitted = version_admitted or (lambda model, version: True)
         self.policies = dict(policies)
         self.pipelines = dict(pipelines)
         self._snapshot = snapshot_provider
@@ -203,6 +206,12 @@ class PolicyEngine:
         policy = self.policies.get(evaluation.model)
         if policy is None:
             return TriggerDecision(model=evaluation.model, fire=False, reason="no policy")
+        if not self._admitted(evaluation.model, evaluation.model_version):
+            reason = (f"version {evaluation.model_version!r} is not admitted (not allowed, "
+                      "published or deployed)")
+            self.store.audit("trigger.ignored", "policy", evaluation.model, None,
+                             {"reason": reason, "evaluation_id": evaluation.id})
+            return TriggerDecision(model=evaluation.model, fire=False, reason=reason)
         with self._lock, self.store.exclusive(f"policy:{evaluation.model}"):
             now = self.store.now()
             recent = self.store.list_evaluations(model=evaluation.model,

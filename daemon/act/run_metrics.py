@@ -3,7 +3,6 @@ from the state store at scrape time; and which models this instance owns (acts f
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -26,8 +25,8 @@ class RunCollector(Collector):
         version = GaugeMetricFamily("lifeguard_deployed_version",
                                     "The version a model's fleet serves once its last rollout "
                                     "settled.", labels=["model"])
-        counts: Counter[tuple[str, str]] = Counter(
-            (run.model, run.state.value) for run in self.store.list_runs(limit=100_000))
+        # One aggregate query: the cost of a scrape does not grow with the run history.
+        counts = self.store.run_counts()
         for (model, state), n in sorted(counts.items()):
             runs.add_metric([model, state], n)
         for model in sorted({m for m, _ in counts}):

@@ -301,6 +301,14 @@ class StateStore:
         rows = self._rows(query.order_by(runs.c.created_at.desc(), runs.c.id).limit(limit))
         return [run_from_row(r) for r in rows]
 
+    def run_counts(self) -> dict[tuple[str, str], int]:
+        """Runs by (model, state), counted by the database: a /metrics scrape reads one row
+        per pair, never the runs themselves."""
+        n = func.count().label("n")
+        rows = self._rows(select(runs.c.model, runs.c.state, n)
+                          .group_by(runs.c.model, runs.c.state))
+        return {(r["model"], r["state"]): int(r["n"]) for r in rows}
+
     def runs_created_since(self, model: str, since: float) -> list[ActionRun]:
         rows = self._rows(select(runs).where(runs.c.model == model, runs.c.created_at >= since)
                           .order_by(runs.c.created_at.desc()))

@@ -47,6 +47,10 @@ def replica(
         typer.Option(help="How long a lone request waits for company (0: batch only what "
                           "already queues)."),
     ] = 0.0,
+    max_queue: Annotated[
+        int, typer.Option(help="Requests waiting for a batch, per model; past it 503 with "
+                               "Retry-After.")
+    ] = 1024,
 ) -> None:
     """Serve models from a repository over HTTP: OIP v2 health/metadata/infer, the repository
     extension (index/load/unload), POST /v2/models/NAME/text for raw text, and one
@@ -61,6 +65,7 @@ def replica(
             repository=repository, models=model or [], host=host, port=port, name=name,
             kafka=kafka, topic=topic, sample_rate=sample_rate, device=device, threads=threads,
             workers=workers, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+            max_queue=max_queue,
             # The repository API's token comes from the environment, never the command line.
             control_token=os.environ.get(REPLICA_TOKEN_ENV) or None))
     except ValidationError as exc:

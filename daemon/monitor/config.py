@@ -19,6 +19,10 @@ class WindowConfig(StrictModel):
 
     size: int = Field(5000, ge=10, le=1_000_000)
     max_age: Duration = 0.0
+    max_bytes: int = Field(
+        64 << 20, ge=64 << 10,
+        description="Bytes the model's current windows may hold, all versions together "
+        "(estimated from text lengths); past it the oldest rows are evicted and counted.")
     features: list[str] = Field(
         default_factory=list,
         description="Flat input features to keep (numeric or categorical), besides the text.",
@@ -43,6 +47,10 @@ class LabelJoinConfig(StrictModel):
     early_ttl: Duration = Field(600.0, gt=0, description="How long early feedback waits.")
     max_pending: int = Field(100_000, ge=100, description="Inferences awaiting a label (cap).")
     max_early: int = Field(20_000, ge=10, description="Feedback awaiting its inference (cap).")
+    max_bytes: int = Field(
+        32 << 20, ge=64 << 10,
+        description="Bytes both waiting rooms may hold (estimated from text lengths); past "
+        "it the oldest entries are dropped and counted.")
 
 
 class EvaluationConfig(StrictModel):

@@ -1,8 +1,9 @@
 """The streaming label join: FeedbackEvents matched to their InferenceEvent by request_id.
 
 Feedback may come hours late, before its inference, twice, or never. Both waiting rooms are
-insertion-ordered and capped, and expire by event time, so memory is bounded by the caps and
-what leaves unjoined is counted (expired: no label came; orphaned: no inference came).
+insertion-ordered and capped (by count, and together by ``max_bytes`` estimated from text
+lengths), and expire by event time, so memory is bounded by the caps and what leaves unjoined
+is counted (expired: no label came; orphaned: no inference came).
 Feedback in parts (a thumbs-down now, the corrected reference later) joins part by part: a
 second feedback that adds a field the first lacked is merged, one that adds nothing is a
 duplicate (the first value wins).
@@ -51,6 +52,20 @@ def merged(first: FeedbackEvent, then: FeedbackEvent) -> FeedbackEvent:
         rating=first.rating if first.rating is not None else then.rating)
 
 
+PENDING_OVERHEAD = 160  # an OrderedDict slot and a Pending, roughly
+EARLY_OVERHEAD = 320  # a FeedbackEvent struct and its slot
+
+
+def _pending_bytes(request_id: str, pending: Pending) -> int:
+    return PENDING_OVERHEAD + len(request_id) + len(pending.version)
+
+
+def _early_bytes(feedback: FeedbackEvent) -> int:
+    label = feedback.label
+    return (EARLY_OVERHEAD + len(feedback.request_id) + len(feedback.model)
+            + len(feedback.reference or "") + (len(label) if type(label) is str else 16))
+
+
 class LabelJoin:
     """One model's join. ``on_inference`` and ``on_feedback`` return what joined, if anything."""
 
@@ -61,6 +76,7 @@ class LabelJoin:
         self._pending: OrderedDict[str, Pending] = OrderedDict()
         self._early: OrderedDict[str, FeedbackEvent] = OrderedDict()
         self._now = 0.0
+        self.bytes = 0  # both rooms, estimated
 
     @property
     def pending(self) -> int:
@@ -75,6 +91,7 @@ class LabelJoin:
         self._advance(ts)
         feedback = self._early.pop(request_id, None)
         if feedback is not None:
+            self.bytes -= _early_bytes(feedback)
             self.counts.joined += 1
             self._remember(request_id, Pending(version, ts, True, parts_of(feedback)))
             return feedback
@@ -105,20 +122,46 @@ class LabelJoin:
             if parts <= parts_of(early):
                 self.counts.duplicate += 1
             else:
-                self._early[rid] = merged(early, feedback)
+                both = self._early[rid] = merged(early, feedback)
+                self.bytes += _early_bytes(both) - _early_bytes(early)
+                self._within_budget()
             return None
         if len(self._early) >= self.config.max_early:
-            self._early.popitem(last=False)
-            self.counts.dropped["feedback"] += 1
+            self._drop_early()
         self._early[rid] = feedback
+        self.bytes += _early_bytes(feedback)
+        self._within_budget()
         return None
 
     def _remember(self, request_id: str, pending: Pending) -> None:
         if len(self._pending) >= self.config.max_pending:
-            _, old = self._pending.popitem(last=False)
-            if not old.joined:
-                self.counts.dropped["inference"] += 1
+            self._drop_pending()
         self._pending[request_id] = pending
+        self.bytes += _pending_bytes(request_id, pending)
+        self._within_budget()
+
+    def _drop_early(self) -> None:
+        _, old = self._early.popitem(last=False)
+        self.bytes -= _early_bytes(old)
+        self.counts.dropped["feedback"] += 1
+
+    def _drop_pending(self) -> None:
+        rid, old = self._pending.popitem(last=False)
+        self.bytes -= _pending_bytes(rid, old)
+        if not old.joined:
+            self.counts.dropped["inference"] += 1
+
+    def _within_budget(self) -> None:
+        """Past ``max_bytes``, drop the oldest feedback still waiting for its inference first
+        (a flood of feedback for requests that never came must not push out real inferences
+        awaiting their labels), then the oldest pending inferences; each counted."""
+        while self.bytes > self.config.max_bytes:
+            if self._early:
+                self._drop_early()
+            elif self._pending:
+                self._drop_pending()
+            else:
+                break
 
     def _advance(self, ts: float) -> None:
         """Expire by event time: stream time is the newest timestamp seen."""
@@ -131,6 +174,7 @@ class LabelJoin:
             if oldest.ts >= horizon:
                 break
             del self._pending[rid]
+            self.bytes -= _pending_bytes(rid, oldest)
             if not oldest.joined:
                 self.counts.expired += 1
         early_horizon = ts - self.config.early_ttl
@@ -139,4 +183,5 @@ class LabelJoin:
             if feedback.ts_s >= early_horizon:
                 break
             del self._early[rid]
+            self.bytes -= _early_bytes(feedback)
             self.counts.orphaned += 1

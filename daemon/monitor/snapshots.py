@@ -1,11 +1,13 @@
-"""The labelled-data snapshot a trigger captures: every row in a model's windows with joined
-feedback (its prompt or chat, its answer, and the label, reference and rating), written once
-as JSON Lines (the format actions.snapshot reads) so a resumed run trains on what triggered it."""
+"""The labelled-data snapshot a trigger captures: every row of the serving version(s) in a
+model's windows with joined feedback (its prompt or chat, its answer, and the label, reference
+and rating), written once as JSON Lines (the format actions.snapshot reads) so a resumed run
+trains on what triggered it. A version nothing vouches for never reaches it."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from daemon.events import render_messages
@@ -15,8 +17,12 @@ from lifeguard.files import atomic_write
 
 
 class SnapshotWriter:
-    def __init__(self, windows: WindowStore, directory: Path, min_rows: int = 20) -> None:
+    def __init__(self, windows: WindowStore, directory: Path, min_rows: int = 20,
+                 serving: Callable[[str], Collection[str] | None] | None = None) -> None:
         self.windows = windows
+        # Which versions' rows to train on: the deployed one (the version gate's answer) by
+        # default; None from it means every version the windows admitted.
+        self.serving = serving or windows.versions.serving
         self.directory = directory
         self.min_rows = min_rows
 
@@ -26,7 +32,7 @@ class SnapshotWriter:
         if windows is None:
             return None
         lines: dict[str, str] = {}
-        for row, joined in windows.labelled_rows():
+        for row, joined in windows.labelled_rows(self.serving(model)):
             record = snapshot_record(row, joined)
             if record is not None:
                 lines[row.request_id] = json.dumps(record, ensure_ascii=False)

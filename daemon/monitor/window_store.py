@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from daemon.events import FeedbackEvent, InferenceEvent
 from daemon.ingest.batch import PartitionBatch, RejectedEvents, TopicPartitionId
+from daemon.monitor.versions import VersionGate
 from daemon.monitor.windows import ModelWindows, MonitoringSettings
 
 SettingsFor = Callable[[str], MonitoringSettings | None]
@@ -22,11 +23,16 @@ SettingsFor = Callable[[str], MonitoringSettings | None]
 
 class WindowStore:
     """Routes each event to its model's windows. Models the config does not name are tracked
-    with default settings up to ``max_models``; beyond that their events are only counted."""
+    with default settings up to ``max_models``; beyond that their events are only counted.
+    An inference of a version ``versions`` does not admit is counted and not windowed: a
+    version name a producer invents gets no reference, no evaluation and no breach."""
 
     def __init__(self, settings_for: SettingsFor, default: MonitoringSettings,
                  max_models: int = 100,
-                 reference_for: Callable[[str], object | None] = lambda name: None) -> None:
+                 reference_for: Callable[[str], object | None] = lambda name: None,
+                 versions: VersionGate | None = None) -> None:
+        self.versions = versions or VersionGate({})
+        self.unadmitted: dict[str, int] = {}  # per configured model: gated, so bounded
         self._settings_for = settings_for
         self._default = default
         self._reference_for = reference_for
@@ -58,6 +64,11 @@ class WindowStore:
                     current.replaying = batch.replay
                 try:
                     if type(event) is InferenceEvent:
+                        version = event.model_version
+                        if version not in current.current and not self.versions.admits(
+                                model, version):
+                            self.unadmitted[model] = self.unadmitted.get(model, 0) + 1
+                            continue
                         current.add_inference(event, offset)
                     elif type(event) is FeedbackEvent:
                         current.add_feedback(event)
@@ -127,6 +138,21 @@ class WindowCollector(Collector):
         untracked = CounterMetricFamily("lifeguard_untracked_events",
                                         "Events of models beyond max_models (counted only).")
         untracked.add_metric([], self.store.untracked)
+        unadmitted = CounterMetricFamily(
+            "lifeguard_unadmitted_version_events",
+            "Inferences of a version nothing vouches for (not allowed, published or deployed).",
+            labels=["model"])
+        for name, n in sorted(self.store.unadmitted.items()):
+            unadmitted.add_metric([name], n)
+        window_bytes = GaugeMetricFamily(
+            "lifeguard_window_bytes", "Bytes the model's current windows hold (estimated).",
+            labels=["model"])
+        over_budget = CounterMetricFamily(
+            "lifeguard_window_over_budget_events",
+            "Rows evicted to keep the model within window.max_bytes.", labels=["model"])
+        join_bytes = GaugeMetricFamily(
+            "lifeguard_labels_bytes", "Bytes the label join's buffers hold (estimated).",
+            labels=["model"])
         for name, windows in list(self.store.models.items()):
             with windows.lock:
                 for version, rows in windows.current.items():
@@ -143,8 +169,11 @@ class WindowCollector(Collector):
                     dropped.add_metric([name, buffer], n)
                 pending.add_metric([name, "inference"], windows.join.pending)
                 pending.add_metric([name, "feedback"], windows.join.early)
+                window_bytes.add_metric([name], windows.bytes)
+                over_budget.add_metric([name], windows.over_budget)
+                join_bytes.add_metric([name], windows.join.bytes)
         yield from (size, evicted, reference, joined, expired, orphaned, duplicate, dropped,
-                    pending, untracked)
+                    pending, untracked, unadmitted, window_bytes, over_budget, join_bytes)
 
     def describe(self) -> Iterable[Metric]:
         return []

@@ -2,8 +2,9 @@
 
 The hot path appends one typed row per event to a bounded deque (no per-event numpy or
 pandas); columns are built only when the evaluator asks for a frame, as ``detectors.columns``
-names them. What falls out is counted. Callers read through the query API at the end of
-``ModelWindows``, never its internals.
+names them. What falls out is counted. A model's current windows hold at most
+``window.max_bytes`` (estimated from text lengths), evicting the oldest rows of its largest
+window past it. Callers read through the query API at the end of ``ModelWindows``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -88,25 +89,65 @@ def row_of(event: InferenceEvent, offset: int) -> WindowRow:
                      event.tokens_out, output.finish_reason, event.messages)
 
 
+ROW_OVERHEAD = 256  # a row's tuple, floats and dict/deque slots, roughly
+LABEL_OVERHEAD = 128
+
+
+def row_bytes(row: WindowRow) -> int:
+    """What a row holds, estimated from its text lengths (characters, not encoded bytes:
+    an estimate that is cheap on the hot path and within 4x of the truth for any text)."""
+    n = ROW_OVERHEAD + len(row.request_id) + len(row.output_text or "")
+    features = row.features
+    if features is None:
+        return n + len(row.input_text or "")
+    for key, value in features.items():
+        n += len(key)
+        if type(value) is str:
+            n += len(value)
+        elif type(value) is list:
+            n += sum(len(getattr(m, "content", None) or "") + 32 for m in value)
+        else:
+            n += 16
+    return n
+
+
+def joined_bytes(request_id: str, joined: Joined) -> int:
+    return (LABEL_OVERHEAD + len(request_id) + len(joined.reference or "")
+            + (len(joined.label) if type(joined.label) is str else 16))
+
+
 _serials = itertools.count()
 
 
 class Rows:
-    """A bounded deque of rows with the labels joined to them. The counters let an evaluation
-    backend be sent only what changed: rows appended, and labels attached (``labels`` keeps
-    them in attach order, so the newest are its last items)."""
+    """A bounded deque of rows with the labels joined to them; ``bytes`` is what they hold.
+    The counters let an evaluation backend be sent only what changed: rows appended, and
+    labels attached (``labels`` keeps them in attach order, so the newest are its last items)."""
 
     def __init__(self, size: int | None) -> None:
         self.rows: deque[WindowRow] = deque(maxlen=size)
         self.labels: dict[str, Joined] = {}
         self.appended = 0
         self.aged_out = 0
+        self.bytes = 0
         self.serial = next(_serials)
         self.label_seq = 0
 
     def append(self, row: WindowRow) -> None:
-        self.rows.append(row)
+        rows = self.rows
+        if rows.maxlen is not None and len(rows) == rows.maxlen:
+            self.bytes -= row_bytes(rows[0])  # the deque drops it on append
+        rows.append(row)
+        self.bytes += row_bytes(row)
         self.appended += 1
+
+    def evict_oldest(self) -> None:
+        """One row out for the byte budget (counted), and its label with it."""
+        row = self.rows.popleft()
+        self.bytes -= row_bytes(row)
+        joined = self.labels.pop(row.request_id, None)
+        if joined is not None:
+            self.bytes -= joined_bytes(row.request_id, joined)
 
     @property
     def evicted(self) -> int:
@@ -115,7 +156,7 @@ class Rows:
     def evict_older_than(self, horizon: float) -> None:
         rows = self.rows
         while rows and rows[0].ts < horizon:
-            rows.popleft()
+            self.bytes -= row_bytes(rows.popleft())
             self.aged_out += 1
 
     def attach(self, request_id: str, feedback: Joined) -> None:
@@ -124,10 +165,12 @@ class Rows:
         delta's newest labels carry it whole."""
         old = self.labels.pop(request_id, None)
         if old is not None:
+            self.bytes -= joined_bytes(request_id, old)
             feedback = Joined(*(o if o is not None else n
                                 for o, n in zip(old, feedback, strict=True)))
         self.labels[request_id] = feedback
         self.label_seq += 1
+        self.bytes += joined_bytes(request_id, feedback)
         # A frozen reference (no maxlen) is offered every label of its version too: without
         # this bound its dict grew by each one, forever.
         if len(self.labels) > 2 * (self.rows.maxlen or len(self.rows)) + 1000:
@@ -137,6 +180,9 @@ class Rows:
         live = {row.request_id for row in self.rows}
         # Order survives, so the newest labels stay last: a delta's "last k" still holds
         # every new label that matters (one for a row gone from the window may not).
+        for rid, joined in self.labels.items():
+            if rid not in live:
+                self.bytes -= joined_bytes(rid, joined)
         self.labels = {rid: v for rid, v in self.labels.items() if rid in live}
 
     def snapshot(self) -> RowsSnapshot:
@@ -228,6 +274,7 @@ class ModelWindows:
         self.last_offset = -1
         self.replaying = False  # the newest batch re-read history: evaluate nothing yet
         self.dropped_versions = 0
+        self.over_budget = 0  # rows evicted for window.max_bytes, every version together
 
     def add_inference(self, event: InferenceEvent, offset: int) -> None:
         version = event.model_version
@@ -238,6 +285,7 @@ class ModelWindows:
             self.current.move_to_end(version)
         row = row_of(event, offset)
         window.append(row)
+        self._within_budget()
         reference = self.references.get(version)
         if reference is not None and len(reference.rows) < self.settings.reference.first_n:
             reference.append(row)
@@ -257,6 +305,23 @@ class ModelWindows:
         for rows in (self.current.get(version), self.references.get(version)):
             if rows is not None:
                 rows.attach(feedback.request_id, joined)
+        self._within_budget()
+
+    @property
+    def bytes(self) -> int:
+        """What the current windows hold (references are bounded by ``first_n`` rows)."""
+        return sum(rows.bytes for rows in self.current.values())
+
+    def _within_budget(self) -> None:
+        """Evict the oldest rows of the largest window until the model is within its byte
+        budget: a producer of huge texts shrinks its own version's window first."""
+        budget = self.settings.window.max_bytes
+        while self.bytes > budget:
+            largest = max(self.current.values(), key=lambda rows: rows.bytes)
+            if not largest.rows:
+                break  # only labels left: pruned with their rows
+            largest.evict_oldest()
+            self.over_budget += 1
 
     def _new_version(self, version: str) -> Rows:
         if len(self.current) >= MAX_VERSIONS:
@@ -341,10 +406,13 @@ class ModelWindows:
                 return RowsSnapshot([], {})
             return RowsSnapshot([r for r in rows.rows if r.ts >= since_s], dict(rows.labels))
 
-    def labelled_rows(self) -> list[tuple[WindowRow, Joined]]:
-        """Every current row whose feedback has joined, with that feedback."""
+    def labelled_rows(self, versions: Collection[str] | None = None,
+                      ) -> list[tuple[WindowRow, Joined]]:
+        """Every current row whose feedback has joined, with that feedback; only rows of
+        ``versions`` when given."""
         with self.lock:
-            return [(row, joined) for rows in self.current.values() for row in rows.rows
+            return [(row, joined) for version, rows in self.current.items()
+                    if versions is None or version in versions for row in rows.rows
                     if (joined := rows.labels.get(row.request_id)) is not None]
 
     def reference_frame(self, version: str) -> pd.DataFrame | None:

@@ -310,3 +310,41 @@ def test_a_deploy_with_a_stale_fence_publishes_nothing_and_touches_no_replica(
     assert fresh.repository.versions(MODEL) == versions, "nothing published"
     assert RolloutStore(state).latest(MODEL) is None
     assert served_versions(fresh.urls) == dict.fromkeys(fresh.urls, fresh.stable)
+
+
+def test_a_deploy_that_times_out_mid_canary_is_reconciled_to_stable(fresh: Fleet,
+                                                                   tmp_path: Path) -> None:
+    """The runner kills a deploy step's worker at its timeout: the canary it left serving is
+    abandoned by the reconcile pass and the whole fleet serves the stable version again."""
+    state = tmp_path / "state.db"
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({
+        "fleet": json.loads(fresh.config("canary").model_dump_json()),
+        "kafka": fresh.broker.bootstrap, "topic": TOPIC, "model": MODEL,
+        "source_dir": str(fresh.int8), "run_id": "canary-timed-out",
+        "state_path": str(state)}))
+    store = RolloutStore(state)
+    worker = subprocess.Popen([sys.executable, "-m", "tests.deploy.controller_main", str(spec)],
+                              cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: (r := store.active(MODEL)) is not None and r.canary_since is not None,
+                 what="the canary phase")
+    finally:
+        worker.send_signal(signal.SIGKILL)  # what the runner does at the step's timeout
+        worker.wait(10)
+    record = store.active(MODEL)
+    assert record is not None and record.phase == "canary"
+    assert len(set(served_versions(fresh.urls).values())) == 2  # split
+
+    fleet = FleetClient(fresh.urls)
+    try:
+        controller = RolloutController(fleet, fresh.repository, store, rollout_config("canary"))
+        reconciled = controller.reconcile(MODEL)
+    finally:
+        fleet.close()
+    assert reconciled is not None and reconciled.phase == "rolled_back"
+    assert "abandoned" in (reconciled.reason or "")
+    assert served_versions(fresh.urls) == dict.fromkeys(fresh.urls, fresh.stable)
+    assert record.to_version in fresh.repository.withdrawn(MODEL)
+    assert store.active(MODEL) is None
+    assert "abandoned" in [e.kind for e in store.events(record.id)]

@@ -65,3 +65,43 @@ def test_report_rejects_windows_with_nothing_to_compare() -> None:
     suite = DetectorSuite()
     with pytest.raises(ValueError, match="nothing to report"):
         drift_report(suite, pd.DataFrame({"x": [1]}), pd.DataFrame({"x": [2]}), timestamp=WHEN)
+
+
+def test_a_categorical_value_cannot_close_the_reports_script() -> None:
+    """A producer chooses categorical values; one that spells ``</script>`` must stay data."""
+    from html.parser import HTMLParser
+
+    evil = "</script><script>alert(1)</script>"
+    source = Traffic(seed=23)
+    suite = DetectorSuite()
+    reference = suite.prepare(source.frame(400))
+    current = source.frame(200)
+    current.loc[::2, "prediction"] = evil
+    html = render_html(drift_report(suite, reference, current, timestamp=WHEN, name="breach"))
+
+    assert evil not in html and "<script>alert(1)" not in html
+
+    class Scripts(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bodies: list[str] = []
+            self.inside = False
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "script":
+                self.inside = True
+                self.bodies.append("")
+
+        def handle_endtag(self, tag: str) -> None:
+            self.inside = False if tag == "script" else self.inside
+
+        def handle_data(self, data: str) -> None:
+            if self.inside:
+                self.bodies[-1] += data
+
+    parser = Scripts()
+    parser.feed(html)
+    assert not any(body.strip() == "alert(1)" for body in parser.bodies)
+    # The value is still in the report, as an escaped JSON string that decodes to it.
+    data = next(b for b in parser.bodies if "additional_graphs_" in b)
+    assert "\\u003c/script\\u003e\\u003cscript\\u003ealert(1)" in data
