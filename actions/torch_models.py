@@ -14,6 +14,7 @@ import numpy as np
 from actions.errors import BadInput
 from deploy.inference import (
     MODEL_FILE,
+    encode_lm,
     encode_lm_pair,
     load_onnx,
     pad_id,
@@ -116,6 +117,35 @@ class TorchModel:
         return np.concatenate(out) if out else np.zeros(0)
 
 
+    def greedy_ids(self, row: Sequence[int], max_new_tokens: int) -> list[int]:
+        """Greedy new tokens after ``row`` (ids, BOS included) on transformers' own cache,
+        ending at EOS, ``max_new_tokens`` or the context limit."""
+        import torch
+
+        eos = self.tokenizer.eos_token_id
+        ids = torch.tensor([list(row)], device=self.device)
+        past, out = None, []
+        with torch.no_grad():
+            while len(out) < max_new_tokens and len(row) + len(out) < self.max_length:
+                res = self.model(input_ids=ids, past_key_values=past, use_cache=True)
+                past = res.past_key_values
+                token = int(res.logits[0, -1].argmax())
+                if token == eos:
+                    break
+                out.append(token)
+                ids = torch.tensor([[token]], device=self.device)
+        return out
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 16) -> list[str]:
+        """Greedy continuations, prompts encoded as deploy.inference's OnnxCausalLM does."""
+        out = []
+        for prompt in prompts:
+            row = encode_lm(self.tokenizer, prompt, 10**9)[-(self.max_length - 1):]
+            out.append(self.tokenizer.decode(self.greedy_ids(row, max_new_tokens),
+                                             skip_special_tokens=True))
+        return out
+
+
 def load_torch_model(
     model_dir: Path, device: str = "auto", threads: int | None = None, train: bool = False
 ) -> TorchModel:
@@ -158,6 +188,8 @@ class Scorer(Protocol):
     def logits(self, texts: Sequence[str]) -> np.ndarray: ...
 
     def nll(self, texts: Sequence[str], prompts: Sequence[str] | None = None) -> np.ndarray: ...
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 16) -> list[str]: ...
 
 
 @dataclass
