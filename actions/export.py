@@ -178,8 +178,8 @@ def export_model(
         layers = export_lm.kv_shape(tm.model.config)[0]
         names = export_lm.io_names(layers)
         axes = {n: {0: "batch", 2: "past"} for n in names[0][3:]}
-        axes.update({"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "total"},
-                     "position_ids": {0: "batch", 1: "seq"}})
+        axes.update({"input_ids": {0: "batch", 1: "seq"}, "position_ids": {0: "batch", 1: "seq"},
+                     "attention_mask": {0: "batch", 1: "total"}})
         exporter, external = _export(export_lm.wrap(tm.model),
                                      export_lm.example_inputs(tm.model.config, vocab), path,
                                      names, export_lm.dynamic_shapes(layers), axes,
@@ -188,8 +188,9 @@ def export_model(
         ids, mask = fresh_inputs(vocab, 2, min(8, length), seed + 100)
         batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
         exporter, external = _export(
-            _LogitsOnly.wrap(tm.model), (torch.from_numpy(ids), torch.ones_like(torch.from_numpy(mask))),
-            path, (["input_ids", "attention_mask"], ["logits"]),
+            _LogitsOnly.wrap(tm.model),
+            (torch.from_numpy(ids), torch.ones_like(torch.from_numpy(mask))), path,
+            (["input_ids", "attention_mask"], ["logits"]),
             {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
             {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
              "logits": {0: "batch"}}, external_data_bytes)
@@ -207,8 +208,9 @@ def export_model(
         check = export_lm.token_parity(tm, OnnxCausalLM.from_dir(out_dir, "cpu", threads))
         tokens = f"{check.identical}/{check.prompts}"
         if not check.ok:
-            raise ParityError(f"ONNX greedy tokens differ from PyTorch's on {check.prompts - check.identical}"
-                              f" of {check.prompts} prompts: {check.first_mismatch}", diff)
+            raise ParityError(f"ONNX greedy tokens differ from PyTorch's on "
+                              f"{check.prompts - check.identical} of {check.prompts} prompts: "
+                              f"{check.first_mismatch}", diff)
     size = path.stat().st_size + ((out_dir / DATA_FILE).stat().st_size if external else 0)
     return ExportReport(
         task=tm.task, exporter=exporter, max_abs_diff=diff, parity_atol=parity_atol,

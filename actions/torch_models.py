@@ -124,10 +124,13 @@ class TorchModel:
 
         eos = self.tokenizer.eos_token_id
         ids = torch.tensor([list(row)], device=self.device)
-        past, out = None, []
+        past: Any = None
+        out: list[int] = []
         with torch.no_grad():
             while len(out) < max_new_tokens and len(row) + len(out) < self.max_length:
-                res = self.model(input_ids=ids, past_key_values=past, use_cache=True)
+                mask = torch.ones(1, len(row) + len(out), dtype=torch.long, device=self.device)
+                res = self.model(input_ids=ids, attention_mask=mask, past_key_values=past,
+                                 use_cache=True)
                 past = res.past_key_values
                 token = int(res.logits[0, -1].argmax())
                 if token == eos:
@@ -137,13 +140,43 @@ class TorchModel:
         return out
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 16) -> list[str]:
-        """Greedy continuations, prompts encoded as deploy.inference's OnnxCausalLM does."""
-        out = []
-        for prompt in prompts:
-            row = encode_lm(self.tokenizer, prompt, 10**9)[-(self.max_length - 1):]
-            out.append(self.tokenizer.decode(self.greedy_ids(row, max_new_tokens),
-                                             skip_special_tokens=True))
-        return out
+        """Greedy continuations, prompts encoded as deploy.inference's OnnxCausalLM does, in
+        one left-padded batch on transformers' cache (positions count real tokens only)."""
+        import torch
+
+        rows = [encode_lm(self.tokenizer, p, 10**9)[-(self.max_length - 1):] for p in prompts]
+        if not rows:
+            return []
+        width, pad = max(len(r) for r in rows), pad_id(self.tokenizer)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows],
+                            device=self.device)
+        out: list[list[int]] = [[] for _ in rows]
+        done = [False] * len(rows)
+        past: Any = None
+        new = ids
+        with torch.no_grad():
+            for _ in range(max_new_tokens):
+                positions = (mask.cumsum(1) - 1).clamp(min=0)[:, -new.shape[1]:]
+                res = self.model(input_ids=new, attention_mask=mask, position_ids=positions,
+                                 past_key_values=past, use_cache=True)
+                past = res.past_key_values
+                tokens = res.logits[:, -1].float().argmax(-1).tolist()
+                for i, token in enumerate(tokens):
+                    if done[i]:
+                        continue
+                    if (token == self.tokenizer.eos_token_id
+                            or len(rows[i]) + len(out[i]) >= self.max_length):
+                        done[i] = True
+                    else:
+                        out[i].append(int(token))
+                if all(done):
+                    break
+                keep = torch.tensor([not d for d in done], device=self.device)
+                new = torch.where(keep, torch.tensor(tokens, device=self.device),
+                                  torch.full_like(keep, pad, dtype=torch.long))[:, None]
+                mask = torch.cat([mask, keep.long()[:, None]], dim=1)
+        return [self.tokenizer.decode(t, skip_special_tokens=True) for t in out]
 
 
 def load_torch_model(

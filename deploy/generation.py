@@ -22,6 +22,17 @@ if TYPE_CHECKING:
 DEFAULT_MAX_TOKENS = 16
 
 
+def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, Any]]) -> str:
+    """A chat as the model's prompt: the tokenizer's chat template when it has one; else
+    ``role: content`` lines ending in ``assistant:`` (the tiny test models have no template).
+    Serving and fine-tuning both render through here, so a model trains on what it serves."""
+    if getattr(tokenizer, "chat_template", None):
+        return str(tokenizer.apply_chat_template([dict(m) for m in messages], tokenize=False,
+                                                 add_generation_prompt=True))
+    lines = [f"{m['role']}: {m.get('content') or ''}" for m in messages]
+    return "\n".join([*lines, "assistant:"])
+
+
 @dataclass(frozen=True)
 class Sampling:
     """How one request picks its tokens: greedy when ``temperature`` is 0 (or absent), else

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from daemon.events import InferenceEvent
 from deploy.errors import DeployError
+from deploy.generation import render_chat
 from deploy.serving import LoadedModel, ModelServer, ServingError
 from deploy.tap_events import Answer, Privacy, inference_event
 
@@ -40,16 +41,6 @@ def _error(exc: ApiError) -> JSONResponse:
     code = "model_not_found" if exc.status == 404 else None
     return JSONResponse({"error": {"message": str(exc), "type": kind, "param": exc.param,
                                    "code": code}}, status_code=exc.status)
-
-
-def render_chat(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
-    """The tokenizer's chat template when it has one; else ``role: content`` lines ending in
-    ``assistant:`` (the tiny test models have no template)."""
-    if getattr(tokenizer, "chat_template", None):
-        return str(tokenizer.apply_chat_template(messages, tokenize=False,
-                                                 add_generation_prompt=True))
-    lines = [f"{m['role']}: {m.get('content') or ''}" for m in messages]
-    return "\n".join([*lines, "assistant:"])
 
 
 class _Generation:
