@@ -51,9 +51,9 @@ def wrap(model: Any) -> Any:
             for i in range(layers):
                 cache.update(past[2 * i], past[2 * i + 1], i)
             out = self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                             position_ids=position_ids, past_key_values=cache, use_cache=True)
+                             position_ids=position_ids, cache=cache, use_cache=True)
             flat: list[Any] = []
-            for layer in out.past_key_values.layers[:layers]:
+            for layer in out.cache.layers[:layers]:
                 flat += [layer.keys, layer.values]
             return (out.logits, *flat)
 

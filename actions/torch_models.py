@@ -129,9 +129,9 @@ class TorchModel:
         with torch.no_grad():
             while len(out) < max_new_tokens and len(row) + len(out) < self.max_length:
                 mask = torch.ones(1, len(row) + len(out), dtype=torch.long, device=self.device)
-                res = self.model(input_ids=ids, attention_mask=mask, past_key_values=past,
+                res = self.model(input_ids=ids, attention_mask=mask, cache=past,
                                  use_cache=True)
-                past = res.past_key_values
+                past = res.cache
                 token = int(res.logits[0, -1].argmax())
                 if token == eos:
                     break
@@ -159,8 +159,8 @@ class TorchModel:
             for _ in range(max_new_tokens):
                 positions = (mask.cumsum(1) - 1).clamp(min=0)[:, -new.shape[1]:]
                 res = self.model(input_ids=new, attention_mask=mask, position_ids=positions,
-                                 past_key_values=past, use_cache=True)
-                past = res.past_key_values
+                                 cache=past, use_cache=True)
+                past = res.cache
                 tokens = res.logits[:, -1].float().argmax(-1).tolist()
                 for i, token in enumerate(tokens):
                     if done[i]:
