@@ -1,7 +1,8 @@
 """Benchmark of generation on the exported KV cache: a small GPT-2-style model (4 layers, width
 256, built here from a config and briefly trained on the review corpus: nothing from a hub) is
 exported with its cache and quantized; 64 new tokens are decoded with the cache (prefill, then
-one step per token) and without it (the whole sequence again for every token), in the same run.
+one step per token) and without it (the whole sequence again for every token), in the same run,
+after a prompt of about 90 tokens (a chat's context).
 
     .venv/bin/python bench/generate.py [--threads N] [--rounds R] [--workdir DIR]
 
@@ -115,7 +116,11 @@ def main() -> None:
     int8 = OnnxCausalLM.from_dir(work / "int8", "cpu", args.threads)
     parity = token_parity(load_torch_model(torch_dir, "cpu", args.threads), fp32, NEW_TOKENS,
                           PROMPTS)
-    row = fp32.prompt_ids(PROMPTS[2])
+    # a support-sized prompt (about 90 tokens: a few messages of context), as chat traffic has
+    from harness.tiny_models import review_corpus
+
+    context = ". ".join(t for t, _ in review_corpus(12, "electronics", 5))
+    row = fp32.prompt_ids(context)[-100:]
     for model in (fp32, int8):  # warm-up: first runs allocate
         decode(model, row, cache=True)
     decode(fp32, row, cache=False)
