@@ -195,7 +195,8 @@ def export_model(
             {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
              "logits": {0: "batch"}}, external_data_bytes)
     tm.tokenizer.save_pretrained(str(out_dir))
-    ModelInfo(task=tm.task, max_length=length, precision="fp32", labels=tm.labels).write(out_dir)
+    ModelInfo(task=tm.task, max_length=length, precision="fp32", labels=tm.labels,
+              kv_cache=export_lm.kv_shape(tm.model.config) if kv else None).write(out_dir)
     diff = parity(tm, out_dir, threads, seed)
     if not diff <= parity_atol:  # also catches NaN
         raise ParityError(

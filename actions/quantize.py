@@ -72,7 +72,7 @@ def quantize_model(
     finally:
         logging.getLogger().setLevel(quiet)
     copy_companions(src_dir, out_dir)
-    ModelInfo(info.task, info.max_length, "int8", info.labels).write(out_dir)
+    ModelInfo(info.task, info.max_length, "int8", info.labels, info.kv_cache).write(out_dir)
     return QuantizeReport(
         fp32_bytes=onnx_bytes(src_dir), int8_bytes=onnx_bytes(out_dir),
         op_types=ops,

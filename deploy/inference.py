@@ -45,6 +45,7 @@ class ModelInfo:
     max_length: int
     precision: str
     labels: tuple[str, ...] = ()
+    kv_cache: tuple[int, int, int] | None = None  # causal LMs: (layers, kv heads, head dim)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -64,6 +65,9 @@ class ModelInfo:
             max_length=int(raw["max_length"]),
             precision=raw["precision"],
             labels=tuple(raw.get("labels", ())),
+            kv_cache=(None if raw.get("kv_cache") is None else (
+                int(raw["kv_cache"]["layers"]), int(raw["kv_cache"]["heads"]),
+                int(raw["kv_cache"]["head_dim"]))),
         )
 
     def write(self, model_dir: Path) -> None:
@@ -74,6 +78,9 @@ class ModelInfo:
         }
         if self.labels:
             raw["labels"] = list(self.labels)
+        if self.kv_cache is not None:
+            raw["kv_cache"] = dict(zip(("layers", "heads", "head_dim"), self.kv_cache,
+                                       strict=True))
         (Path(model_dir) / INFO_FILE).write_text(json.dumps(raw, indent=2) + "\n")
 
 

@@ -191,7 +191,8 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
             slot = server.get(name, None if version is None else parse_version(version))
         except (ServingError, DeployError) as exc:
             return _error(400, str(exc))
-        return JSONResponse(triton_config(name, slot.task, slot.version))
+        return JSONResponse(triton_config(name, slot.task, slot.version,
+                                          getattr(slot.model.info, "kv_cache", None)))
 
     # --- inference ------------------------------------------------------------------------
 
