@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lifeguard-installed
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install demo test lint bench clean ops-tools
+.PHONY: install demo test lint bench clean ops-tools postgres-tools
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,18 @@ ops-tools:
 	  { [ ! -d /run/systemd/system ] || systemctl disable --now -q \
 	    prometheus prometheus-alertmanager 2>/dev/null || true; }; }
 
-test: install lint ops-tools
+# PostgreSQL's server binaries for the shared-store tests (Debian's postgresql-15): the tests
+# start a throwaway cluster of their own on a free loopback port, so the packaged cluster's
+# service is stopped and disabled again where systemd runs.
+PG_BIN := /usr/lib/postgresql/15/bin
+postgres-tools:
+	@test -x $(PG_BIN)/initdb || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends postgresql-15 >/dev/null && \
+	  { [ ! -d /run/systemd/system ] || systemctl disable --now -q postgresql 2>/dev/null \
+	    || true; }; }
+
+test: install lint ops-tools postgres-tools
 	HF_HUB_OFFLINE=1 DO_NOT_TRACK=1 $(PY) -m pytest
 
 bench: install

@@ -25,6 +25,7 @@ from deploy.config import FleetConfig
 from deploy.integrity import digest_dir
 from lifeguard.config import StrictModel
 from lifeguard.files import sha256_file
+from lifeguard.state.fencing import Fence
 
 SPEC_VERSION: Literal[1] = 1  # bumped when a field changes meaning: an old worker refuses it
 
@@ -33,10 +34,13 @@ ProgressSink = Callable[[Progress], None]
 
 class DeployTarget(StrictModel):
     """Where the deploy step ships: the fleet, the rollout store, and the daemon's API whose
-    canary analysis judges a canary. The token travels in the spec file (written 0600)."""
+    canary analysis judges a canary. The token travels in the spec file (written 0600), and
+    so does the run's fence (set per run by the runner)."""
 
     fleet: FleetConfig
     state_path: Path  # the state file that holds rollouts
+    state_url: str | None = None  # a shared store (postgresql://...) instead of the file
+    fence: Fence | None = None  # the run's lease: the rollout writes nothing once it is stale
     api_url: str | None = None
     token: SecretStr | None = None  # masked in reprs and logs, written out only to the spec
 

@@ -33,7 +33,8 @@ def run(ctx: StepContext) -> StepResult:
                             trigger=str(ctx.params.get("trigger", "")) or None,
                             gate_scores=gate)
     try:
-        result = deploy(request, target.fleet, target.state_path, judge)
+        result = deploy(request, target.fleet, target.state_url or target.state_path, judge,
+                        target.fence)
     except RetryableDeployError as exc:
         raise RetryableStepError(f"deploy: {exc}") from None
     except DeployError as exc:

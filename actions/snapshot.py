@@ -6,14 +6,22 @@ Format: JSON Lines, one object per labelled request::
     {"request_id": "r-1", "text": "the battery died", "label": "negative", "ts": 1732838400000}
     {"request_id": "r-2", "input": {"text": "..."}, "rating": 0.8, "output": "...", "ts": "..."}
     {"request_id": "r-3", "text": "Translate: hi", "reference": "salut", "ts": "2026-11-29T..."}
+    {"request_id": "r-4", "text": "user: my router blinks", "messages": [{"role": "user",
+     "content": "my router blinks"}], "output": "Restart it.", "rating": 0.0,
+     "reference": "Hold the reset pin for ten seconds."}
 
 - ``request_id`` (str, required): the join key; a repeated id keeps its last row.
 - ``text`` (str) or ``input`` (``{"text": ...}`` as in InferenceEvent, or a flat feature object,
-  rendered as ``"key: value; ..."`` in key order): the model's input. One is required.
-- exactly one target: ``label`` (a class name, classifiers), ``reference`` (the wanted
-  continuation of ``text``, generators) or ``rating`` (a number in [0, 1], with ``output``, the
-  generated text: rows rated >= 0.5 train a generator on its own good answers).
+  rendered as ``"key: value; ..."`` in key order): the model's input. One is required. For a
+  chat, ``text`` is the chat as plain ``role: content`` lines and ``messages`` the chat itself
+  (a list of ``{"role", "content"}``), for a tokenizer's chat template.
+- targets: a ``label`` (a class name, classifiers), or a ``reference`` (the wanted answer to
+  ``text``, generators) and/or a ``rating`` (a number in [0, 1]); ``output`` is the answer
+  the model gave. At least one target; a label beside a reference is an error.
 - ``ts`` (RFC 3339 string or epoch ms, optional) and unknown fields are kept and ignored.
+
+A generator trains on references first, then on its own answers rated >= ``GOOD_RATING``;
+an answer rated below it never (see ``generator_pairs``).
 
 The holdout is chosen by a hash of ``request_id``: fine_tune and evaluate compute the same
 split independently, and a row never moves between train and holdout as the snapshot grows.
@@ -32,6 +40,8 @@ from typing import Any
 from actions.errors import BadInput
 
 GOOD_RATING = 0.5
+ROLES = frozenset({"system", "user", "assistant", "tool"})
+Messages = tuple[tuple[str, str | None], ...]  # (role, content) per turn
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,7 @@ class Row:
     rating: float | None = None
     output: str | None = None
     ts: str | int | float | None = None
+    messages: Messages | None = None  # the chat, when the prompt was one
 
 
 def _text_of(obj: dict[str, Any], where: str) -> str:
@@ -64,8 +75,11 @@ def parse_row(obj: Any, where: str) -> Row:
     if not isinstance(rid, str) or not rid:
         raise BadInput(f"{where}: 'request_id' must be a non-empty string")
     targets = [k for k in ("label", "reference", "rating") if obj.get(k) is not None]
-    if len(targets) != 1:
-        raise BadInput(f"{where}: needs exactly one of label, reference, rating; got {targets}")
+    if not targets:
+        raise BadInput(f"{where}: needs a label, a reference or a rating")
+    if "label" in targets and "reference" in targets:
+        raise BadInput(f"{where}: a label (a class) and a reference (an answer) exclude each "
+                       "other")
     rating = obj.get("rating")
     if rating is not None:
         if isinstance(rating, bool) or not isinstance(rating, int | float):
@@ -78,8 +92,24 @@ def parse_row(obj: Any, where: str) -> Row:
     return Row(
         request_id=rid, text=_text_of(obj, where), label=obj.get("label"),
         reference=obj.get("reference"), rating=None if rating is None else float(rating),
-        output=obj.get("output"), ts=obj.get("ts"),
+        output=obj.get("output"), ts=obj.get("ts"), messages=_messages_of(obj, where),
     )
+
+
+def _messages_of(obj: dict[str, Any], where: str) -> Messages | None:
+    value = obj.get("messages")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise BadInput(f"{where}: 'messages' must be a non-empty list")
+    turns = []
+    for i, turn in enumerate(value):
+        if (not isinstance(turn, dict) or turn.get("role") not in ROLES
+                or not isinstance(turn.get("content"), str | None)):
+            raise BadInput(f"{where}: messages[{i}] must be {{role: one of {sorted(ROLES)}, "
+                           "content: a string or null}")
+        turns.append((str(turn["role"]), turn.get("content")))
+    return tuple(turns)
 
 
 def read_snapshot(path: Path) -> list[Row]:
@@ -137,12 +167,14 @@ def classifier_pairs(
     return pairs, len(rows) - len(pairs)
 
 
-def generator_pairs(rows: Sequence[Row]) -> tuple[list[tuple[str, str]], int]:
-    """(prompt, target): references, and well-rated outputs; and how many rows were skipped."""
-    pairs = []
-    for r in rows:
-        if r.reference is not None:
-            pairs.append((r.text, r.reference))
-        elif r.rating is not None and r.rating >= GOOD_RATING and r.output:
-            pairs.append((r.text, r.output))
+def generator_pairs(rows: Sequence[Row], min_rating: float = GOOD_RATING,
+                    ) -> tuple[list[tuple[str, str]], int]:
+    """(prompt, target) pairs and how many rows gave none: every reference first (a corrected
+    answer beats anything the model said, whatever its rating), then the model's own answers
+    rated >= ``min_rating``. An answer rated below it is never a target."""
+    references = [(r.text, r.reference) for r in rows if r.reference is not None]
+    rated = [(r.text, r.output) for r in rows
+             if r.reference is None and r.rating is not None and r.rating >= min_rating
+             and r.output]
+    pairs: list[tuple[str, str]] = [*references, *rated]
     return pairs, len(rows) - len(pairs)

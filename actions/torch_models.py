@@ -22,9 +22,9 @@ from deploy.inference import (
     token_nll,
     verify_artifact,
 )
+from lifeguard.tasks import CAUSAL_LM, SEQUENCE_CLASSIFICATION
 
-SEQ_CLS = "sequence-classification"
-CAUSAL_LM = "causal-lm"
+SEQ_CLS = SEQUENCE_CLASSIFICATION  # the names the steps have always used
 
 
 def set_threads(threads: int | None) -> int:

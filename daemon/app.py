@@ -38,7 +38,7 @@ class Daemon:
         disable_created_metrics()
         self.registry = registry or CollectorRegistry()
         self.metrics = IngestMetrics(self.registry)
-        self.store = StateStore(config.state.path,
+        self.store = StateStore(config.state.location,
                                 breach_reminder_s=config.audit.breach_reminder)
         self.monitoring = build_monitoring(config, self.registry, [self._on_evaluation])
         self.sink = FanoutSink([MetricsSink(self.metrics), self.monitoring.windows,
@@ -53,19 +53,21 @@ class Daemon:
         self.http: ApiServer | None = None
         self._stop = threading.Event()
         self._signals = 0
+        _warn_missing_tokens(config)
 
     def _on_evaluation(self, evaluation: Evaluation) -> None:
         self.control.on_evaluation(evaluation)
 
     def owns(self, model: str) -> bool:
-        """Whether this instance acts for ``model``: it owns the model's partition."""
+        """Whether this instance acts for ``model``: it owns the model's partition — the one
+        its traffic came from, or for a model with no traffic here yet, the one its key hashes
+        to (the producers' default partitioner), so exactly one instance claims it."""
         if self.ingestor is None or not self.ingestor.joined:
             return False
         windows = self.monitoring.windows.get(model)
         if windows is not None:
             return windows.partition in self.ingestor.assignment
-        # No traffic seen yet (e.g. right after a restart): one instance alone owns all.
-        return len(self.ingestor.assignment) > 0
+        return self.ingestor.owns_key(model)
 
     # -- probes -----------------------------------------------------------------------------
 
@@ -79,6 +81,13 @@ class Daemon:
             return False, "ingest thread is not running"
         if ingestor.last_loop and time.monotonic() - ingestor.last_loop > STALL_S:
             return False, f"ingest loop stalled for more than {STALL_S:.0f}s"
+        paused = ingestor.paused_partitions()
+        if paused:
+            where = ", ".join(f"{t}:{p} at offset {b.offset}"
+                              for (t, p), b in sorted(paused.items(), key=lambda kv: kv[0]))
+            error = next(iter(paused.values())).error
+            return False, (f"dead-letter topic {self.config.kafka.dead_letter_topic!r} refuses "
+                           f"writes ({error}); paused: {where}")
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
@@ -108,12 +117,16 @@ class Daemon:
         if kafka.create_topics:
             topics = dict.fromkeys(kafka.topics, kafka.partitions)
             topics[kafka.dead_letter_topic] = 1
-            ensure_topics(bootstrap[0], topics)
-        self.ingestor = Ingestor(kafka, bootstrap, self.sink, self.metrics)
+            ensure_topics(bootstrap, topics, client_options=kafka.client_options,
+                          replication_factor=kafka.replication_factor)
+        # Windows and references are rebuilt from replayed history, not from the next traffic.
+        kafka = kafka.model_copy(update={"replay_messages": self.config.replay_depth()})
+        self.ingestor = Ingestor(kafka, bootstrap, self.sink, self.metrics,
+                                 [m.name for m in self.config.models])
         api = self.config.api
         self.http = ApiServer(create_app(self.registry, self.healthy, self.ready,
-                                         self.routers),
-                              api.host, self.api_port).start()
+                                         self.routers, api.max_body_bytes, api.docs),
+                              api.host, self.api_port, api.max_connections).start()
         self.ingestor.start()
         self.monitoring.start()
         self.control.start()
@@ -156,6 +169,17 @@ class Daemon:
         log.info("%s received: finishing the batch in flight, then exiting",
                  signal.Signals(signum).name)
         self._stop.set()
+
+
+def _warn_missing_tokens(config: DaemonConfig) -> None:
+    """A daemon without credentials is safe (it refuses) but silently useless to on-call."""
+    api = config.api
+    if api.resolved_token() is None:
+        log.warning("no API token (api.token or $%s): approve, reject, pause and resume are "
+                    "REFUSED until one is set", api.token_env)
+    if api.resolved_webhook_token() is None:
+        log.warning("no webhook token (api.webhook_token or $%s): Alertmanager webhooks are "
+                    "REFUSED until one is set", api.webhook_token_env)
 
 
 def _reachable(host: str) -> str:

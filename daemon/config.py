@@ -31,6 +31,7 @@ from daemon.act.config import (
 from daemon.ingest.config import KafkaConfig
 from daemon.monitor.config import (
     EvaluationConfig,
+    EvaluatorConfig,
     LabelJoinConfig,
     ReferenceConfig,
     WindowConfig,
@@ -48,23 +49,91 @@ class ConfigError(LifeguardError, ValueError):
     """The configuration file cannot be used; the message names each bad key's path."""
 
 
+MIN_TOKEN_CHARS = 16
+
+
+def _checked_token(value: str, where: str) -> str:
+    """A credential that an empty string or a guessable word would satisfy is no credential."""
+    if len(value.strip()) < MIN_TOKEN_CHARS:
+        raise ConfigError(f"{where}: a token must be at least {MIN_TOKEN_CHARS} characters "
+                          f"(got {len(value.strip())}); generate one with `openssl rand -hex 32`")
+    return value.strip()
+
+
 class ApiConfig(StrictModel):
-    """The HTTP server: /metrics, /healthz, /readyz and the control API."""
+    """The HTTP server: /metrics, /healthz, /readyz and the control API.
+
+    Two credentials, each good for its own endpoints only: ``token`` for on-call actions
+    (approve, reject, pause, resume; audited as ``oncall``) and ``webhook_token`` for the
+    Alertmanager webhook (audited as ``alertmanager``). Either may come from its env var.
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
-    token: SecretStr | None = Field(None, description="Bearer token for mutating endpoints.")
+    token: SecretStr | None = Field(
+        None, description=f"Bearer token for on-call mutations, at least {MIN_TOKEN_CHARS} "
+        "characters.")
     token_env: str = Field("LIFEGUARD_TOKEN", description="Env var read when token is unset.")
+    webhook_token: SecretStr | None = Field(
+        None, description="Bearer token of the Alertmanager webhook (POST /api/v1/alerts) only; "
+        f"at least {MIN_TOKEN_CHARS} characters.")
+    webhook_token_env: str = Field("LIFEGUARD_WEBHOOK_TOKEN",
+                                   description="Env var read when webhook_token is unset.")
+    max_body_bytes: int = Field(64 * 1024, ge=1024,
+                                description="Larger request bodies are answered 413.")
+    max_connections: int = Field(64, ge=1, description="More at once are answered 503.")
+    docs: bool = Field(False, description="Serve the OpenAPI UI at /docs (and /openapi.json).")
+
+    @field_validator("token", "webhook_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                return SecretStr(_checked_token(value.get_secret_value(), "token"))
+            except ConfigError as exc:
+                raise ValueError(str(exc).removeprefix("token: ")) from None
+        return value
 
     def resolved_token(self) -> str | None:
-        if self.token is not None:
-            return self.token.get_secret_value()
-        return os.environ.get(self.token_env) or None
+        """The on-call token; ConfigError if the env var holds one too short to be safe."""
+        return self._resolve(self.token, self.token_env)
+
+    def resolved_webhook_token(self) -> str | None:
+        return self._resolve(self.webhook_token, self.webhook_token_env)
+
+    @staticmethod
+    def _resolve(token: SecretStr | None, env: str) -> str | None:
+        if token is not None:
+            return token.get_secret_value()
+        value = os.environ.get(env)
+        if not value:  # an empty variable is unset (a Secret left empty on purpose)
+            return None
+        return _checked_token(value, f"environment variable {env}")
 
 
 class StateConfig(StrictModel):
-    path: Path = Path("var/lifeguard.db")
+    """Where the durable state lives: a SQLite file for one instance, or one PostgreSQL
+    database that every instance of a consumer group shares."""
+
+    path: Path = Field(Path("var/lifeguard.db"), description="The SQLite file (no url set); "
+                       "runs/ and reports/ default to directories beside it.")
+    url: str | None = Field(
+        None, description="postgresql://user:password@host/db for several instances sharing one "
+        "state (or sqlite:///path); default: the SQLite file at `path`.")
     artifacts_dir: Path = Path("var/artifacts")
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("postgresql://", "postgresql+psycopg://",
+                                                   "sqlite:///")):
+            raise ValueError("state.url must start with postgresql:// or sqlite:///")
+        return url
+
+    @property
+    def location(self) -> str:
+        """The store's URL, or the SQLite path when no url is set."""
+        return self.url or str(self.path)
 
 
 class ModelConfig(StrictModel):
@@ -107,6 +176,8 @@ class DaemonConfig(StrictModel):
     api: ApiConfig = ApiConfig()
     state: StateConfig = StateConfig()
     models: list[ModelConfig] = Field(default_factory=list)
+    evaluation: EvaluatorConfig = Field(
+        EvaluatorConfig(), description="Where detector passes run, for every model.")
     pipelines: dict[str, PipelineConfig] = Field(
         default_factory=dict, description="Named pipelines: ordered steps with params."
     )
@@ -141,6 +212,16 @@ class DaemonConfig(StrictModel):
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
+
+    def replay_depth(self) -> int:
+        """Messages re-read per partition on assignment: ``kafka.replay_messages``, or enough
+        to refill every model's window and reference (a model with a reference file needs
+        only its window), should all the models share one partition."""
+        if self.kafka.replay_messages is not None:
+            return self.kafka.replay_messages
+        models = self.models or [ModelConfig(name="default")]
+        return sum(m.window.size + (0 if m.reference.path else m.reference.first_n)
+                   for m in models)
 
 
 def parse_config(data: object, source: str = "<config>") -> DaemonConfig:

@@ -1,10 +1,14 @@
 """The daemon's HTTP server: /metrics, /healthz, /readyz, and the routers others mount.
 
 FastAPI on uvicorn, run in a thread: the supervisor, not uvicorn, owns the process's signals.
+Bounded for an API that may be bound to 0.0.0.0: request bodies over a cap get 413 before
+any handler reads them, connections and header sizes are capped, /docs is off unless asked
+for, and an unexpected error answers a bare 500 (the traceback goes to the log only).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -12,19 +16,30 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from lifeguard.asgi import MAX_BODY_BYTES, BodyLimit
+
 if TYPE_CHECKING:
-    from fastapi import APIRouter, FastAPI
+    from fastapi import APIRouter, FastAPI, Request
+
+log = logging.getLogger(__name__)
 
 Check = Callable[[], tuple[bool, str]]
-
-
 def create_app(registry: CollectorRegistry, healthy: Check, ready: Check,
-               routers: Sequence[APIRouter] = ()) -> FastAPI:
+               routers: Sequence[APIRouter] = (), max_body_bytes: int = MAX_BODY_BYTES,
+               docs: bool = False) -> FastAPI:
     """/metrics and the probes need no token; routers bring their own auth."""
     from fastapi import FastAPI, Response
     from fastapi.responses import JSONResponse
 
-    app = FastAPI(title="lifeguard", docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="lifeguard", docs_url="/docs" if docs else None, redoc_url=None,
+                  openapi_url="/openapi.json" if docs else None)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)  # type: ignore[arg-type]
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error (see the daemon's log)"},
+                            status_code=500)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
@@ -51,11 +66,16 @@ def create_app(registry: CollectorRegistry, healthy: Check, ready: Check,
 class ApiServer:
     """uvicorn serving an app from a background thread; ``port`` is known after start()."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0,
+                 max_connections: int = 64) -> None:
         import uvicorn
 
+        # Past max_connections uvicorn answers 503; idle keep-alives close after 5 s; a
+        # request's head may not exceed 16 KiB.
         config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                lifespan="off", access_log=False)
+                                lifespan="off", access_log=False,
+                                limit_concurrency=max_connections, timeout_keep_alive=5,
+                                h11_max_incomplete_event_size=16 * 1024)
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
         self.host = host

@@ -7,14 +7,14 @@ says why, so one run lists everything that is wrong, not only the first thing.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sqlite3
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import make_url
 
 from daemon.config import DaemonConfig, StateConfig
 from daemon.ingest.config import EMBEDDED, KafkaConfig
@@ -132,32 +132,38 @@ def probe_writable_dir(what: str, path: Path) -> Check:
 
 
 def probe_state(state: StateConfig, timeout_s: float = TIMEOUT_S) -> list[Check]:
-    """The state file opens read-only and its schema is one this lifeguard runs; a missing file
-    is fine where it can be created. Nothing is migrated or written here."""
-    from daemon.act.store import SCHEMA_VERSION
+    """The state store opens (a SQLite file, or a PostgreSQL server that answers) and its
+    schema is one this lifeguard runs; a missing file is fine where it can be created. Nothing
+    is migrated or written here."""
+    from sqlalchemy.exc import SQLAlchemyError
 
-    path = state.path
-    subject = f"state store {path}"
+    from lifeguard.state.engine import make_engine, sqlite_path, state_url
+    from lifeguard.state.migrate import head, status
+
+    url = state_url(state.location)
+    path = sqlite_path(url)
+    subject = f"state store {path or make_url(url).render_as_string(hide_password=True)}"
     artifacts = _dir_or_parent("artifacts dir", state.artifacts_dir)
-    if not path.exists():
+    if path is not None and not path.exists():
         ok, detail = _creatable(path)
         return [Check(subject, ok, f"no file yet; {detail}"), artifacts]
+    engine = make_engine(url, pooled=False, timeout_s=timeout_s)
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                                                timeout=timeout_s)) as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    except sqlite3.Error as exc:
-        return [Check(subject, False, f"cannot read: {exc}"), artifacts]
-    version = int(row[0]) if row else 0
-    if version > SCHEMA_VERSION:
-        check = Check(subject, False, f"schema v{version} is newer than this lifeguard "
-                                      f"(v{SCHEMA_VERSION}): upgrade lifeguard")
-    elif version < SCHEMA_VERSION:
+        revision, where = status(engine)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        return [Check(subject, False, f"cannot read: {reason}"), artifacts]
+    finally:
+        engine.dispose()
+    check = {
+        "current": Check(subject, True, f"opens, schema {revision} is current"),
         # The daemon migrates at start-up, in one transaction: behind is not broken.
-        check = Check(subject, True, f"schema v{version}; the daemon migrates it to "
-                                     f"v{SCHEMA_VERSION} on start")
-    else:
-        check = Check(subject, True, f"opens, schema v{version} is current")
+        "behind": Check(subject, True, f"schema {revision or 'from before migrations'}; the "
+                                       f"daemon migrates it to {head()} on start"),
+        "empty": Check(subject, True, f"empty; the daemon creates schema {head()} on start"),
+        "newer": Check(subject, False, f"schema {revision or '(meta)'} is newer than this "
+                                       f"lifeguard ({head()}): upgrade lifeguard"),
+    }[where]
     return [check, artifacts]
 
 

@@ -21,13 +21,26 @@ class CanaryConfig(StrictModel):
     max_error_rate: float = Field(default=0.01, ge=0, le=1,
                                   description="errors per request, at most")
     latency_slo_ms: float = Field(default=250.0, gt=0,
-                                  description="canary p95 latency, at most")
+                                  description="canary p95 latency, at most (a generator, which "
+                                              "reports TTFT, is judged on TTFT and TPOT instead)")
     max_latency_ratio: float = Field(default=2.0, gt=1,
                                      description="canary p95 / stable p95, at most")
     max_accuracy_drop: float = Field(default=0.05, ge=0, le=1,
                                      description="stable accuracy minus canary accuracy, at most")
     min_labelled: int = Field(default=50, ge=0,
-                              description="joined labels needed to judge accuracy")
+                              description="joined labels (a generator: ratings or references) "
+                                          "needed to judge quality")
+    ttft_slo_ms: float | None = Field(default=None, gt=0,
+                                      description="a generator canary's TTFT p95, at most")
+    max_ttft_ratio: float = Field(default=2.0, gt=1,
+                                  description="canary TTFT p95 / stable TTFT p95, at most")
+    max_tpot_ratio: float = Field(default=2.0, gt=1,
+                                  description="canary / stable p95 time per output token, at most")
+    max_rating_drop: float = Field(default=0.1, ge=0, le=1,
+                                   description="stable mean rating minus canary's, at most")
+    max_reference_score_drop: float = Field(
+        default=0.05, ge=0, le=1,
+        description="stable mean reference score (ROUGE-L F1) minus canary's, at most")
     poll_interval_s: float = Field(default=1.0, gt=0,
                                    description="seconds between two verdicts")
     timeout_s: float = Field(default=600.0, gt=0,

@@ -4,6 +4,7 @@ repository extension (explicit model control), so a real Triton fleet is a drop-
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,17 +44,23 @@ class TextInference:
     outputs: dict[str, list[Any]]
 
 
+# The env var holding the bearer token of the replicas' repository API (load / unload).
+REPLICA_TOKEN_ENV = "LIFEGUARD_REPLICA_TOKEN"
+
 class ReplicaClient:
     """One replica. Transport failures and 5xx raise ReplicaUnavailableError (retryable);
     4xx raise ReplicaRejectedError (the replica refused, e.g. a tampered version)."""
 
-    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 10.0, token: str | None = None) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"replica URL {url!r} must start with http:// or https://")
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout_s)
+        # The replicas' control token (load/unload), from the environment by default.
+        token = token if token is not None else os.environ.get(REPLICA_TOKEN_ENV) or None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, headers=headers)
 
     def close(self) -> None:
         self._http.close()
@@ -145,10 +152,11 @@ class ReplicaClient:
 class FleetClient:
     """The replicas of one fleet, in configuration order (the rollout order)."""
 
-    def __init__(self, urls: Sequence[str], timeout_s: float = 10.0) -> None:
+    def __init__(self, urls: Sequence[str], timeout_s: float = 10.0,
+                 token: str | None = None) -> None:
         if not urls:
             raise ValueError("a fleet needs at least one replica URL")
-        self.replicas = [ReplicaClient(url, timeout_s) for url in urls]
+        self.replicas = [ReplicaClient(url, timeout_s, token) for url in urls]
 
     @property
     def urls(self) -> list[str]:

@@ -24,13 +24,13 @@ import onnxruntime as ort
 
 from deploy.integrity import verify_dir
 from lifeguard.errors import IntegrityError
+from lifeguard.tasks import TASKS
 
 Device = Literal["auto", "cpu", "cuda"]
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"  # external weights, beside the graph, when over 2 GB
 INFO_FILE = "model_info.json"
 ARTIFACT_FILE = "artifact.json"
-TASKS = ("sequence-classification", "causal-lm")
 PRECISIONS = ("fp32", "int8")
 
 _CUDA = "CUDAExecutionProvider"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import time
@@ -20,7 +21,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, SecretStr
 
 from daemon.events import InferenceEvent, Output
 from deploy.emitter import EventEmitter
@@ -37,14 +38,14 @@ from deploy.repository import (
     validate_model_name,
 )
 from deploy.serving import ModelServer, Prediction, ServingError
+from lifeguard.asgi import BodyLimit
+from lifeguard.config import StrictModel
 
 log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "x-request-id"
 
 
-class ReplicaSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ReplicaSettings(StrictModel):
     repository: Path
     models: list[str] = Field(default_factory=list, description="NAME or NAME:VERSION")
     host: str = "127.0.0.1"
@@ -58,6 +59,12 @@ class ReplicaSettings(BaseModel):
     workers: int = Field(default=1, ge=1)
     max_batch: int = Field(default=16, ge=1)
     batch_wait_ms: float = Field(default=0.0, ge=0)
+    max_body_bytes: int = Field(default=4 << 20, ge=1024,
+                                description="Larger request bodies are answered 413.")
+    control_token: SecretStr | None = Field(
+        default=None, min_length=16,
+        description="Bearer token the repository API (load/unload) requires; unset: that API "
+        "answers only on a loopback address.")
 
     @property
     def replica_name(self) -> str:
@@ -66,6 +73,24 @@ class ReplicaSettings(BaseModel):
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _control_refusal(settings: ReplicaSettings, request: Request) -> JSONResponse | None:
+    """Who may load or unload: the holder of the control token; with none configured, only a
+    replica bound to loopback answers (anyone reaching it could unload the model otherwise)."""
+    expected = settings.control_token
+    if expected is None:
+        if settings.host in _LOOPBACK:
+            return None
+        return _error(401, "no control token configured on this replica: load/unload refused")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), expected.get_secret_value().encode()):
+        return None
+    return _error(401, "missing or wrong bearer token for the repository API")
 
 
 def create_app(settings: ReplicaSettings) -> FastAPI:
@@ -99,6 +124,7 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
         emitter.close()
 
     app = FastAPI(title="lifeguard replica", lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # type: ignore[arg-type]
     app.state.server = server
     app.state.emitter = emitter
     app.include_router(openai_router(server, emitter.emit, metrics.observe,
@@ -301,6 +327,9 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
 
     @app.post("/v2/repository/models/{name}/load")
     async def load(name: str, request: Request) -> JSONResponse:
+        refused = _control_refusal(settings, request)
+        if refused is not None:
+            return refused
         try:
             raw = await request.body()
             body = json.loads(raw) if raw else {}
@@ -312,7 +341,10 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
         return JSONResponse({"name": name, "version": str(slot.version)})
 
     @app.post("/v2/repository/models/{name}/unload")
-    async def unload(name: str) -> JSONResponse:
+    async def unload(name: str, request: Request) -> JSONResponse:
+        refused = _control_refusal(settings, request)
+        if refused is not None:
+            return refused
         try:
             server.unload(name)
         except ServingError as exc:
@@ -351,5 +383,8 @@ def serve(settings: ReplicaSettings) -> None:
     """Run the replica until SIGINT/SIGTERM (uvicorn finishes requests in flight first)."""
     import uvicorn
 
+    # Bounded like the daemon's API: 256 connections at once (503 past it), 16 KiB heads.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+                log_level="warning", access_log=False, timeout_graceful_shutdown=5,
+                limit_concurrency=256, timeout_keep_alive=5,
+                h11_max_incomplete_event_size=16 * 1024)

@@ -27,11 +27,14 @@ from deploy.errors import InvalidNameError, VersionNotFoundError
 from deploy.integrity import digest_dir, verify_dir
 from lifeguard.errors import IntegrityError
 from lifeguard.files import atomic_write, fsync_dir
+from lifeguard.tasks import TASKS
 
 RECORD_NAME = "version.json"
+# Per model: the version rollouts settled on (pinned) and the versions rolled back (withdrawn,
+# never served again): what a replica loads when told no version, and what config.pbtxt names.
+SERVING_NAME = "serving.json"
 MODEL_FILE = "model.onnx"
 INFO_FILE = "model_info.json"
-TASKS = ("sequence-classification", "causal-lm")
 # Letters, digits and . _ - ; starts with a letter or digit, so "." and ".." can never match.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
@@ -113,6 +116,63 @@ class ModelRepository:
         versions = self.versions(model)
         return versions[-1] if versions else None
 
+    def _serving(self, model: str) -> dict[str, Any]:
+        path = self.root / validate_model_name(model) / SERVING_NAME
+        if not path.is_file():
+            return {"pinned": None, "withdrawn": {}}
+        return dict(json.loads(path.read_text()))
+
+    def withdrawn(self, model: str) -> dict[int, str]:
+        """Versions withdrawn by a rollback, with why."""
+        return {int(k): str(v) for k, v in self._serving(model)["withdrawn"].items()}
+
+    def pinned(self, model: str) -> int | None:
+        pinned = self._serving(model)["pinned"]
+        return None if pinned is None else int(pinned)
+
+    def serving_version(self, model: str) -> int | None:
+        """What a replica loads when told no version: the version the last rollout settled
+        on, else the latest; never a withdrawn one."""
+        gone = self.withdrawn(model)
+        versions = [v for v in self.versions(model) if v not in gone]
+        pinned = self.pinned(model)
+        if pinned is not None and pinned in versions:
+            return pinned
+        return versions[-1] if versions else None
+
+    def pin(self, model: str, version: int) -> None:
+        """A rollout settled on ``version`` (promoted, or restored by a rollback)."""
+        self._update_serving(model, pinned=parse_version(version))
+
+    def withdraw(self, model: str, version: int, reason: str,
+                 stable: int | None = None) -> None:
+        """Record that ``version`` was rolled back (to ``stable``): a restarted replica, and a
+        Triton reading config.pbtxt, serve ``stable`` instead, never ``version``."""
+        self._update_serving(model, withdrawn=(parse_version(version), reason[:500]),
+                             pinned=stable)
+
+    def _update_serving(self, model: str, pinned: int | None = None,
+                        withdrawn: tuple[int, str] | None = None) -> None:
+        model_dir = self.root / validate_model_name(model)
+        with _locked(model_dir / ".publish.lock"):
+            serving = self._serving(model)
+            if pinned is not None:
+                serving["pinned"] = pinned
+            if withdrawn is not None:
+                serving["withdrawn"] = {**serving["withdrawn"], str(withdrawn[0]): withdrawn[1]}
+            atomic_write(model_dir / SERVING_NAME, json.dumps(serving, sort_keys=True))
+            self._write_config(model)
+
+    def _write_config(self, model: str) -> None:
+        latest = self.latest(model)
+        if latest is None:
+            return
+        info = self.record(model, latest).model_info
+        settled = self.pinned(model) is not None or self.withdrawn(model)
+        atomic_write(self.root / model / "config.pbtxt",
+                      triton_config_pbtxt(model, info,
+                                          self.serving_version(model) if settled else None))
+
     def version_dir(self, model: str, version: int | str) -> Path:
         return self.root / validate_model_name(model) / str(parse_version(version))
 
@@ -167,10 +227,10 @@ class ModelRepository:
                 )
                 (staging / RECORD_NAME).write_text(record.to_json())
                 _fsync_tree(staging)
-                atomic_write(model_dir / "config.pbtxt", triton_config_pbtxt(model, info))
                 # rename() of a directory is atomic: readers see the whole version or nothing.
                 os.rename(staging, model_dir / str(version))
                 fsync_dir(model_dir)
+                self._write_config(model)
             finally:
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)
@@ -205,7 +265,9 @@ def triton_config(model: str, task: str, version: int | None = None,
     }
 
 
-def triton_config_pbtxt(model: str, info: Mapping[str, Any]) -> str:
+def triton_config_pbtxt(model: str, info: Mapping[str, Any], pinned: int | None = None) -> str:
+    """Triton's config.pbtxt: the latest version, or ``pinned`` once a version was withdrawn
+    (Triton would otherwise pick the withdrawn one up again on a restart)."""
     kv = info.get("kv_cache")
     config = triton_config(model, str(info["task"]), kv_cache=None if not kv else (
         int(kv["layers"]), int(kv["heads"]), int(kv["head_dim"])))
@@ -215,7 +277,8 @@ def triton_config_pbtxt(model: str, info: Mapping[str, Any]) -> str:
             dims = ", ".join(str(d) for d in tensor["dims"])
             lines.append(f'{key} {{ name: "{tensor["name"]}" data_type: {tensor["data_type"]} '
                          f"dims: [ {dims} ] }}")
-    lines.append("version_policy: { latest: { num_versions: 1 } }")
+    lines.append("version_policy: { latest: { num_versions: 1 } }" if pinned is None
+                 else f"version_policy: {{ specific: {{ versions: [ {pinned} ] }} }}")
     return "\n".join(lines) + "\n"
 
 

@@ -133,6 +133,8 @@ class RolloutController:
                 self.store.add_event(record.id, "replica_skipped",
                                      {"url": url, "error": exc.message})
         reason = f"replicas unreachable, pending: {skipped}" if skipped else None
+        # A replica restarted from now on loads this version, not whatever is latest.
+        self.repository.pin(record.model, record.to_version)
         return self.store.update(record, phase="done", reason=reason)
 
     def _canary(self, record: RolloutRecord, judge: Judge) -> RolloutRecord:
@@ -174,6 +176,10 @@ class RolloutController:
 
     def _roll_back(self, record: RolloutRecord) -> RolloutRecord:
         target = record.from_version
+        if record.to_version is not None and record.to_version != target:
+            # Pinned first: a replica restarted mid-rollback must not load it again.
+            self.repository.withdraw(record.model, record.to_version,
+                                     record.reason or "rolled back", stable=target)
         desired = {url: target for url in self.fleet.urls}
         record = self.store.update(record, desired=desired)
         pending: list[str] = []
@@ -199,6 +205,7 @@ class RolloutController:
 
     def _apply(self, record: RolloutRecord, url: str, version: int | None) -> RolloutRecord:
         """Make ``url`` serve ``version`` (None: unload), retrying while it is unreachable."""
+        self.store.check_fence()  # no fleet action for a run this instance no longer owns
         replica = self.fleet.replica(url)
         deadline = time.monotonic() + self.config.replica_timeout_s
         while True:

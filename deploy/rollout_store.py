@@ -1,10 +1,15 @@
 """Durable rollout state: desired and observed versions per replica, the phase, and an event
-log, in the daemon's SQLite file (tables ``rollouts`` and ``rollout_events``)."""
+log, in the daemon's state store (tables ``rollouts`` and ``rollout_events``, SQLite or
+PostgreSQL, migrated by the same history as the rest: ``lifeguard.state``).
+
+Given the run's fence, every write first checks it in the same transaction: the rollout writes
+the desired versions before each fleet action, so an instance that lost the run is stopped
+(``StaleLeaseError``) before it touches the fleet.
+"""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,36 +18,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.engine import RowMapping
+
+from lifeguard.state import fencing
+from lifeguard.state.engine import make_engine, read, sqlite_path, state_url, write
+from lifeguard.state.fencing import Fence
+from lifeguard.state.migrate import upgrade
+from lifeguard.state.tables import rollout_events, rollouts
+
 Phase = Literal["rolling", "canary", "promoting", "rolling_back", "done", "rolled_back"]
 TERMINAL_PHASES: frozenset[str] = frozenset({"done", "rolled_back"})
 Versions = dict[str, int | None]  # replica URL -> model version (None: serves nothing)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS rollouts (
-    id TEXT PRIMARY KEY,
-    model TEXT NOT NULL,
-    from_version INTEGER,
-    to_version INTEGER NOT NULL,
-    strategy TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    desired TEXT NOT NULL,
-    observed TEXT NOT NULL,
-    reason TEXT,
-    canary_since REAL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS rollouts_model ON rollouts (model, created_at);
-CREATE TABLE IF NOT EXISTS rollout_events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    rollout_id TEXT NOT NULL REFERENCES rollouts (id),
-    ts REAL NOT NULL,
-    kind TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS rollout_events_rollout ON rollout_events (rollout_id, seq);
-"""
-
 
 @dataclass(frozen=True)
 class RolloutRecord:
@@ -80,14 +67,18 @@ class RolloutEvent:
 
 
 class RolloutStore:
-    """One short connection per call: safe from threads and from a process restarted mid-write."""
+    """One short connection per call: safe from threads and from a process restarted mid-write.
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+    ``location`` is a SQLite path or a state URL; ``fence`` (the deploying run's lease) makes
+    every write conditional on the run still being this caller's.
+    """
+
+    def __init__(self, location: Path | str, fence: Fence | None = None) -> None:
+        self.url = state_url(location)
+        self.path = sqlite_path(self.url)
+        self.fence = fence
+        self._engine = make_engine(self.url, pooled=False)
+        upgrade(self._engine)
 
     def create(self, model: str, from_version: int | None, to_version: int, strategy: str,
                phase: str, desired: Versions, observed: Versions) -> RolloutRecord:
@@ -97,88 +88,89 @@ class RolloutStore:
             from_version=from_version, to_version=to_version, strategy=strategy, phase=phase,
             desired=dict(desired), observed=dict(observed), reason=None, canary_since=None,
             created_at=now, updated_at=now)
-        with self._connect() as db:
-            db.execute(
-                "INSERT INTO rollouts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (record.id, model, from_version, to_version, strategy, phase,
-                 json.dumps(record.desired), json.dumps(record.observed), None, None, now, now))
+        with self._write() as db:
+            db.execute(insert(rollouts).values(
+                id=record.id, model=model, from_version=from_version, to_version=to_version,
+                strategy=strategy, phase=phase, desired=json.dumps(record.desired),
+                observed=json.dumps(record.observed), reason=None, canary_since=None,
+                created_at=now, updated_at=now))
             _insert_event(db, record.id, "created",
                           {"from_version": from_version, "to_version": to_version,
                            "strategy": strategy, "desired": record.desired})
         return record
 
     def get(self, rollout_id: str) -> RolloutRecord:
-        with self._connect() as db:
-            row = db.execute("SELECT * FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
+        row = self._first(select(rollouts).where(rollouts.c.id == rollout_id))
         if row is None:
             raise KeyError(rollout_id)
         return _record(row)
 
     def active(self, model: str) -> RolloutRecord | None:
         """The model's unfinished rollout, if a controller died in the middle of one."""
-        marks = ",".join("?" * len(TERMINAL_PHASES))
-        with self._connect() as db:
-            row = db.execute(
-                f"SELECT * FROM rollouts WHERE model = ? AND phase NOT IN ({marks}) "
-                "ORDER BY created_at DESC LIMIT 1", (model, *sorted(TERMINAL_PHASES))).fetchone()
+        row = self._first(select(rollouts).where(
+            rollouts.c.model == model, rollouts.c.phase.not_in(sorted(TERMINAL_PHASES)))
+            .order_by(rollouts.c.created_at.desc()).limit(1))
         return None if row is None else _record(row)
 
     def latest(self, model: str, to_version: int | None = None) -> RolloutRecord | None:
-        query = "SELECT * FROM rollouts WHERE model = ?"
-        args: list[object] = [model]
+        query = select(rollouts).where(rollouts.c.model == model)
         if to_version is not None:
-            query += " AND to_version = ?"
-            args.append(to_version)
-        with self._connect() as db:
-            row = db.execute(query + " ORDER BY created_at DESC LIMIT 1", args).fetchone()
+            query = query.where(rollouts.c.to_version == to_version)
+        row = self._first(query.order_by(rollouts.c.created_at.desc()).limit(1))
         return None if row is None else _record(row)
 
     def update(self, record: RolloutRecord, **changes: Any) -> RolloutRecord:
         """Write the changed fields; a phase change is also logged as an event."""
         new = replace(record, **changes, updated_at=time.time())
-        with self._connect() as db:
-            db.execute(
-                "UPDATE rollouts SET phase=?, desired=?, observed=?, reason=?, canary_since=?, "
-                "updated_at=? WHERE id=?",
-                (new.phase, json.dumps(new.desired), json.dumps(new.observed), new.reason,
-                 new.canary_since, new.updated_at, new.id))
+        with self._write() as db:
+            db.execute(update(rollouts).where(rollouts.c.id == new.id).values(
+                phase=new.phase, desired=json.dumps(new.desired),
+                observed=json.dumps(new.observed), reason=new.reason,
+                canary_since=new.canary_since, updated_at=new.updated_at))
             if new.phase != record.phase:
                 _insert_event(db, new.id, "phase",
                               {"from": record.phase, "to": new.phase, "reason": new.reason})
         return new
 
     def add_event(self, rollout_id: str, kind: str, detail: dict[str, Any]) -> None:
-        with self._connect() as db:
+        with self._write() as db:
             _insert_event(db, rollout_id, kind, detail)
 
     def events(self, rollout_id: str) -> list[RolloutEvent]:
-        with self._connect() as db:
-            rows = db.execute("SELECT seq, rollout_id, ts, kind, detail FROM rollout_events "
-                              "WHERE rollout_id = ? ORDER BY seq", (rollout_id,)).fetchall()
-        return [RolloutEvent(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+        with read(self._engine) as db:
+            rows = db.execute(select(rollout_events).where(
+                rollout_events.c.rollout_id == rollout_id).order_by(rollout_events.c.seq)).all()
+        return [RolloutEvent(r.seq, r.rollout_id, r.ts, r.kind, json.loads(r.detail))
+                for r in rows]
+
+    def check_fence(self) -> None:
+        """Raise StaleLeaseError when the run this store writes for is no longer ours."""
+        if self.fence is not None:
+            with write(self._engine) as db:
+                fencing.check(db, self.fence)
+
+    def _first(self, statement: Any) -> RowMapping | None:
+        with read(self._engine) as db:
+            return db.execute(statement).mappings().first()
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10.0)
-        db.row_factory = sqlite3.Row
-        try:
-            with db:  # commits on success, rolls back on error
-                yield db
-        finally:
-            db.close()
+    def _write(self) -> Iterator[Connection]:
+        with write(self._engine) as db:  # commits on success, rolls back on error
+            if self.fence is not None:
+                fencing.check(db, self.fence)
+            yield db
 
 
-def _insert_event(db: sqlite3.Connection, rollout_id: str, kind: str,
-                  detail: dict[str, Any]) -> None:
-    db.execute("INSERT INTO rollout_events (rollout_id, ts, kind, detail) VALUES (?,?,?,?)",
-               (rollout_id, time.time(), kind, json.dumps(detail, default=str)))
+def _insert_event(db: Connection, rollout_id: str, kind: str, detail: dict[str, Any]) -> None:
+    db.execute(insert(rollout_events).values(rollout_id=rollout_id, ts=time.time(), kind=kind,
+                                             detail=json.dumps(detail, default=str)))
 
 
 def _versions(text: str) -> Versions:
     return {url: (None if v is None else int(v)) for url, v in json.loads(text).items()}
 
 
-def _record(row: sqlite3.Row) -> RolloutRecord:
+def _record(row: RowMapping) -> RolloutRecord:
     return RolloutRecord(
         id=row["id"], model=row["model"], from_version=row["from_version"],
         to_version=row["to_version"], strategy=row["strategy"], phase=row["phase"],

@@ -93,11 +93,16 @@ class ModelServer:
         validate_model_name(name)
         async with self._locks.setdefault(name, asyncio.Lock()):
             if version is None:
-                latest = self.repository.latest(name)
+                latest = self.repository.serving_version(name)
                 if latest is None:
-                    raise ServingError(f"model '{name}' has no versions in the repository")
+                    raise ServingError(f"model '{name}' has no version to serve in the "
+                                       "repository (none, or all withdrawn)")
                 version = latest
             number = parse_version(version)
+            withdrawn = self.repository.withdrawn(name)
+            if number in withdrawn:
+                raise ServingError(f"model '{name}' version {number} was withdrawn: "
+                                   f"{withdrawn[number]}")
             current = self.loaded.get(name)
             if current is not None and current.version == number:
                 return current

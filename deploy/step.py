@@ -16,6 +16,7 @@ from deploy.repository import ModelRepository, validate_model_name
 from deploy.rollout import RolloutController
 from deploy.rollout_store import RolloutRecord, RolloutStore
 from deploy.verdict import Judge
+from lifeguard.state.fencing import Fence
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,16 @@ class DeployResult:
     resumed: bool  # this call continued a rollout a previous (crashed) call had started
 
 
-def deploy(request: DeployRequest, fleet_config: FleetConfig, state_path: Path,
-           judge: Judge | None = None) -> DeployResult:
+def deploy(request: DeployRequest, fleet_config: FleetConfig, state: Path | str,
+           judge: Judge | None = None, fence: Fence | None = None) -> DeployResult:
     """Publish and roll out; returns ``outcome="rolled_back"`` when the canary failed (the old
     version then serves). Raises IntegrityError (permanent) for a version whose files do
-    not match their sums, ReplicaUnavailableError (retryable) when no replica answers."""
+    not match their sums, ReplicaUnavailableError (retryable) when no replica answers, and
+    StaleLeaseError when ``fence`` (the run's lease) was taken over: nothing more is done.
+    ``state`` is the state store's path or URL."""
     repository = ModelRepository(fleet_config.repository)
-    store = RolloutStore(state_path)
+    store = RolloutStore(state, fence)
+    store.check_fence()
     rollout_cfg = fleet_config.rollout
     if rollout_cfg.strategy == "canary" and judge is None:
         raise ValueError("the canary strategy needs a judge")

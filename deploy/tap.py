@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -39,6 +39,7 @@ from deploy.tap_events import (
     read_answer,
 )
 from deploy.tap_metrics import TapMetrics
+from lifeguard.config import StrictModel
 
 log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "x-request-id"
@@ -51,9 +52,7 @@ _DROP_RESPONSE = {"content-length", "connection", "keep-alive", "transfer-encodi
 _REMEMBERED = 100_000  # request ids whose model is kept for feedback that names no model
 
 
-class TapSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class TapSettings(StrictModel):
     upstream: str = Field(description="Base URL of the OpenAI-compatible server.")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)

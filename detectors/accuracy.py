@@ -44,8 +44,10 @@ def mean_rating(rating: np.ndarray, _unused: np.ndarray | None = None) -> Estima
 class AccuracyDetector:
     """Each metric against ``floors[metric]`` and against the reference's value - ``tolerance``.
 
-    Both bounds are lowered by ``margin_z`` standard errors of the current estimate (the
-    result's threshold is the bound actually used), so that few labels never cry wolf. Below
+    The floor is lowered by ``margin_z`` standard errors of the current estimate, the
+    reference comparison by ``margin_z`` standard errors of the difference (the reference's
+    value is an estimate too); the result's threshold is the bound actually used, so that
+    few labels never cry wolf. Below
     ``min_labels`` joined labels there is no verdict (INSUFFICIENT), and the reference
     comparison needs as many labels in the reference. With segments, each segment with at
     least ``min_labels_per_segment`` labels gets the same results, and "<metric>_segment_gap"
@@ -118,18 +120,21 @@ class AccuracyDetector:
         for metric, f in self.metrics.items():
             estimate = f(truth, pred) if n >= min_labels else None
             ref = ref_values[metric]
-            checks = [(f"{metric}_vs_reference", None if ref is None else ref[0] - self.tolerance)]
+            # (name, bound, the bound's own standard error: the reference value is an estimate)
+            checks = [(f"{metric}_vs_reference", None if ref is None else ref[0] - self.tolerance,
+                       0.0 if ref is None else ref[1])]
             if metric in self.floors:
-                checks.insert(0, (metric, self.floors[metric]))
-            for name, bound in checks:
+                checks.insert(0, (metric, self.floors[metric], 0.0))
+            for name, bound, bound_se in checks:
                 if estimate is None or bound is None:  # too few labels here or in the reference
                     out.append(DetectorResult.insufficient(
                         self.name, name, float("nan") if bound is None else bound, "below",
                         n_ref, n, segment=segment))
                 else:
+                    margin = self.margin_z * float(np.hypot(estimate[1], bound_se))
                     out.append(DetectorResult.judge(
-                        self.name, name, estimate[0], bound - self.margin_z * estimate[1],
-                        "below", n_ref, n, segment=segment))
+                        self.name, name, estimate[0], bound - margin, "below", n_ref, n,
+                        segment=segment))
         return out
 
     def _segments(self, reference: tuple[np.ndarray, np.ndarray | None],

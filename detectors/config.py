@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from detectors.stattests import check_method, is_pvalue
 from lifeguard.config import StrictModel
+from lifeguard.scores import Scorer
 from lifeguard.tasks import Task
 
 TextFeature = Literal["length", "words", "oov"]
@@ -45,9 +46,10 @@ class AccuracyConfig(StrictModel):
     """Quality on joined labels: accuracy and macro F1 (classification) or mean rating (generation).
 
     Each metric is checked against ``floor`` (if set) and against the reference window's value
-    minus ``tolerance``. Both bounds are lowered by ``margin_z`` standard errors of the current
-    estimate, so a window that is merely unlucky (few labels) does not breach; the result's
-    threshold is the lowered bound actually used.
+    minus ``tolerance``. The floor is lowered by ``margin_z`` standard errors of the current
+    estimate, the reference comparison by ``margin_z`` standard errors of the difference, so a
+    window that is merely unlucky (few labels) does not breach; the result's threshold is the
+    lowered bound actually used.
     """
 
     enabled: bool = True
@@ -63,6 +65,41 @@ class AccuracyConfig(StrictModel):
     segment_column: str | None = None  # a categorical input such as language or tier
     min_labels_per_segment: int = Field(default=100, ge=1)
     segment_gap_max: float = Field(default=0.15, ge=0, le=1)
+
+
+class GenerationConfig(StrictModel):
+    """A generator's serving health (detectors.generation): TTFT and time-per-output-token
+    p95 against SLOs, truncation and empty-output rates against ceilings (None: not checked).
+    ``enabled`` None means: on for a causal-lm model, off for a classifier."""
+
+    enabled: bool | None = None
+    ttft_p95_ms: float | None = Field(default=1000.0, gt=0)
+    tpot_p95_ms: float | None = Field(default=200.0, gt=0)
+    truncation_rate_max: float | None = Field(default=0.10, ge=0, le=1)
+    empty_output_rate_max: float | None = Field(default=0.02, ge=0, le=1)
+    min_samples: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _something_to_check(self) -> GenerationConfig:
+        if self.enabled and (self.ttft_p95_ms, self.tpot_p95_ms, self.truncation_rate_max,
+                             self.empty_output_rate_max) == (None, None, None, None):
+            raise ValueError("generation is enabled with nothing to check: set an SLO, a "
+                             "ceiling, or enabled: false")
+        return self
+
+
+class QualityConfig(StrictModel):
+    """Answers scored against the references feedback brings (detectors.quality): ROUGE-L F1
+    (word order counts; the default) or token F1 (cheaper, order-blind), judged against
+    ``floor`` and the reference window's mean minus ``tolerance``, with a ``margin_z``
+    standard-error margin. ``enabled`` None means: on for a causal-lm model."""
+
+    enabled: bool | None = None
+    scorer: Scorer = "rougeL"
+    floor: float | None = Field(default=None, ge=0, le=1)
+    tolerance: float = Field(default=0.05, ge=0, le=1)
+    margin_z: float = Field(default=4.0, ge=0)
+    min_references: int = Field(default=100, ge=2)
 
 
 class ColumnDrift(StrictModel):
@@ -143,14 +180,38 @@ class SuiteConfig(StrictModel):
     task: Task = "sequence-classification"
     latency: LatencyConfig = LatencyConfig()
     accuracy: AccuracyConfig = AccuracyConfig()
+    generation: GenerationConfig = GenerationConfig()
+    quality: QualityConfig = QualityConfig()
     drift: DriftConfig = DriftConfig()
 
+    def task_latency(self) -> LatencyConfig:
+        """``latency`` as the task reads it. A generator's end-to-end latency grows with the
+        answer's length: its SLOs are TTFT and time per output token (``generation``), so
+        the 1 s p95 default does not apply unless the config sets ``p95_ms`` itself. (A
+        method, not a validator: the daemon sets ``task`` with model_copy, which validates
+        nothing.)"""
+        if self.task == "causal-lm" and "p95_ms" not in self.latency.model_fields_set:
+            return self.latency.model_copy(update={"p95_ms": None})
+        return self.latency
+
+    @property
+    def generation_enabled(self) -> bool:
+        enabled = self.generation.enabled
+        return self.task == "causal-lm" if enabled is None else enabled
+
+    @property
+    def quality_enabled(self) -> bool:
+        enabled = self.quality.enabled
+        return self.task == "causal-lm" if enabled is None else enabled
+
     def drift_texts(self) -> tuple[TextDrift, ...]:
+        """The task's defaults: the input's features and embeddings; for a generator also the
+        output's (what it answers drifts as well as what it is asked)."""
         if self.drift.texts is not None:
             return self.drift.texts
         inputs = TextDrift(column="input_text", embedding=EmbeddingDrift())
         if self.task == "causal-lm":
-            return inputs, TextDrift(column="output_text", features=("length", "words"))
+            return inputs, TextDrift(column="output_text", embedding=EmbeddingDrift())
         return (inputs,)
 
     def drift_columns(self) -> tuple[ColumnDrift, ...]:

@@ -1,5 +1,6 @@
 """The full detector pass for one model: column frames of the reference and current windows in,
-every statistic out (latency, accuracy, input/prediction/output drift)."""
+every statistic out (latency, accuracy, a generator's serving health and reference score,
+input/prediction/output drift)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+import detectors.columns as col
 from detectors.accuracy import AccuracyDetector
 from detectors.columns import feature_column
 from detectors.config import DISTANCE_DEFAULTS, SuiteConfig, TextDrift
 from detectors.drift import ColumnDriftDetector, EmbeddingDriftDetector
+from detectors.generation import GenerationDetector
 from detectors.latency import LatencyDetector
+from detectors.quality import ReferenceScoreDetector, score_pairs
 from detectors.result import DetectorResult
 from detectors.stattests import is_pvalue
 from detectors.text import TextFeaturizer, length_features
@@ -54,9 +58,10 @@ class DetectorSuite:
 
     def __init__(self, config: SuiteConfig | None = None) -> None:
         self.config = config = config or SuiteConfig()
-        lat = config.latency
+        lat = self.latency_config = config.task_latency()
         self.latency = LatencyDetector(lat.p50_ms, lat.p95_ms, lat.p99_ms, lat.error_rate_max,
-                                       lat.min_samples) if lat.enabled else None
+                                       lat.min_samples) if lat.enabled and (
+            lat.p50_ms, lat.p95_ms, lat.p99_ms, lat.error_rate_max) != (None,) * 4 else None
         acc = config.accuracy
         floors = ({"mean_rating": acc.rating_floor} if config.task == "causal-lm" else
                   {"accuracy": acc.accuracy_floor, "macro_f1": acc.macro_f1_floor})
@@ -64,6 +69,13 @@ class DetectorSuite:
             config.task, {k: v for k, v in floors.items() if v is not None},
             acc.tolerance, acc.margin_z, acc.min_labels, acc.min_labels_per_segment,
             acc.segment_gap_max) if acc.enabled else None
+        gen = config.generation
+        self.generation = GenerationDetector(
+            gen.ttft_p95_ms, gen.tpot_p95_ms, gen.truncation_rate_max,
+            gen.empty_output_rate_max, gen.min_samples) if config.generation_enabled else None
+        q = config.quality
+        self.quality = ReferenceScoreDetector(
+            q.floor, q.tolerance, q.margin_z, q.min_references) if config.quality_enabled else None
         drift = config.drift
         alpha = config.pvalue_threshold()
         self.texts = config.drift_texts() if drift.enabled else ()
@@ -87,8 +99,12 @@ class DetectorSuite:
             for c in (config.drift_columns() if drift.enabled else ())]
 
     def prepare(self, reference: WindowData | pd.DataFrame) -> PreparedReference:
-        """Fit the text vocabularies on a frozen reference (once per reference, not per pass)."""
+        """Fit the text vocabularies and score the references' answers on a frozen reference
+        (once per reference, not per pass)."""
         data = _window(reference)
+        if self.quality is not None and col.REFERENCE_SCORE not in data.frame:
+            frame = data.frame.assign(**{col.REFERENCE_SCORE: self.reference_scores(data.frame)})
+            data = WindowData(frame, data.embeddings)
         featurizers: dict[str, TextFeaturizer] = {}
         features: dict[str, dict[str, np.ndarray]] = {}
         for text in self.texts:
@@ -113,12 +129,24 @@ class DetectorSuite:
         rf, cf = ref.data.frame, cur.frame
         results: list[DetectorResult] = []
         if self.latency is not None:
-            lat = self.config.latency
+            lat = self.latency_config
             latency = _column(cf, lat.column, np.float64)
             status = cf[lat.status_column].to_numpy() if lat.status_column in cf else None
             results += self.latency.evaluate(latency, None if status is None else status == "error")
         if self.accuracy is not None:
             results += self._accuracy(rf, cf)
+        if self.generation is not None:
+            status = cf[col.STATUS].to_numpy() if col.STATUS in cf else None
+            failed = None if status is None else status == "error"
+            results += self.generation.evaluate(
+                _aligned(cf, col.LATENCY_MS, np.float64), _aligned(cf, col.TTFT_MS, np.float64),
+                _aligned(cf, col.TOKENS_OUT, np.float64), _aligned(cf, col.FINISH_REASON, object),
+                _aligned(cf, col.OUTPUT_TEXT, object), failed)
+        if self.quality is not None:
+            current_scores = (_column(cf, col.REFERENCE_SCORE, np.float64)
+                              if col.REFERENCE_SCORE in cf else self.reference_scores(cf))
+            results += self.quality.evaluate(_column(rf, col.REFERENCE_SCORE, np.float64),
+                                             current_scores)
         current_features = {t.column: self.current_features(ref, cf, t) for t in self.texts}
         for text, feature, detector in self.text_detectors:
             ref_values = ref.features.get(text.column, {}).get(feature)
@@ -152,6 +180,13 @@ class DetectorSuite:
             cf[seg].to_numpy() if seg and seg in cf else None,
             rf[seg].to_numpy() if seg and seg in rf else None)
 
+    def reference_scores(self, frame: pd.DataFrame) -> np.ndarray:
+        """Per row, the output's score against the feedback's reference (NaN without one)."""
+        if col.OUTPUT_TEXT not in frame or col.REFERENCE not in frame:
+            return np.full(len(frame), np.nan)
+        return score_pairs(frame[col.OUTPUT_TEXT].to_numpy(dtype=object),
+                           frame[col.REFERENCE].to_numpy(dtype=object), self.config.quality.scorer)
+
     @staticmethod
     def current_features(ref: PreparedReference, cf: pd.DataFrame,
                          text: TextDrift) -> dict[str, np.ndarray]:
@@ -182,6 +217,13 @@ def _column(frame: pd.DataFrame, name: str, dtype: type) -> np.ndarray:
     if name not in frame:
         return np.empty(0, dtype=dtype)
     return frame[name].to_numpy(dtype=dtype)
+
+
+def _aligned(frame: pd.DataFrame, name: str, dtype: type) -> np.ndarray:
+    """The column as an array, or one "not reported" value per row when it is absent."""
+    if name in frame:
+        return frame[name].to_numpy(dtype=dtype)
+    return np.full(len(frame), np.nan if dtype is np.float64 else None, dtype=dtype)
 
 
 def _labels(frame: pd.DataFrame, truth: str, prediction: str) -> tuple[np.ndarray, np.ndarray]:

@@ -38,50 +38,39 @@ def swapped_labels(source: Path, out: Path) -> Path:
     return out
 
 
-class ReplicaProcess:
-    """``lifeguard replica`` as a child process on a free loopback port."""
+class ServerProcess:
+    """A project server (``lifeguard replica``, ``lifeguard tap``) as a child process on a free
+    loopback port, its output in a log file."""
 
-    def __init__(self, repository: Path, name: str, models: list[str], kafka: str | None,
-                 log_dir: Path) -> None:
-        self.repository = repository
-        self.name = name
-        self.models = models
-        self.kafka = kafka
+    def __init__(self, log_path: Path) -> None:
         self.port = free_port()
-        self.log_path = log_dir / f"{name}.log"
+        self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> ReplicaProcess:
-        args = [sys.executable, "-c", "from daemon.cli import main; main()", "replica",
-                "--repository", str(self.repository), "--port", str(self.port),
-                "--name", self.name, "--threads", "1", "--device", "cpu"]
-        for spec in self.models:
-            args += ["--model", spec]
-        if self.kafka:
-            args += ["--kafka", self.kafka, "--topic", TOPIC]
+    def spawn(self, args: list[str]) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        return self
 
-    def wait_ready(self, timeout_s: float = 60.0) -> ReplicaProcess:
+    def wait_http(self, path: str, timeout_s: float, what: str) -> None:
+        """Until ``GET path`` answers 200; a child that exits first fails with its log."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
+                raise RuntimeError(f"{what} exited: {self.log_path.read_text()[-2000:]}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(self.url + "/v2/health/ready", timeout=1).status_code == 200:
-                    return self
+                if httpx.get(self.url + path, timeout=1).status_code == 200:
+                    return
             time.sleep(0.1)
-        raise TimeoutError(f"{self.name} not ready in {timeout_s}s")
+        raise TimeoutError(f"{what} not ready in {timeout_s}s")
 
     def kill(self) -> None:
-        """SIGKILL: the replica dies mid-whatever, as a crashed pod would."""
+        """SIGKILL: the server dies mid-whatever, as a crashed pod would."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
@@ -94,6 +83,33 @@ class ReplicaProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+class ReplicaProcess(ServerProcess):
+    """``lifeguard replica`` as a child process on a free loopback port."""
+
+    def __init__(self, repository: Path, name: str, models: list[str], kafka: str | None,
+                 log_dir: Path) -> None:
+        super().__init__(log_dir / f"{name}.log")
+        self.repository = repository
+        self.name = name
+        self.models = models
+        self.kafka = kafka
+
+    def start(self) -> ReplicaProcess:
+        args = [sys.executable, "-c", "from daemon.cli import main; main()", "replica",
+                "--repository", str(self.repository), "--port", str(self.port),
+                "--name", self.name, "--threads", "1", "--device", "cpu"]
+        for spec in self.models:
+            args += ["--model", spec]
+        if self.kafka:
+            args += ["--kafka", self.kafka, "--topic", TOPIC]
+        self.spawn(args)
+        return self
+
+    def wait_ready(self, timeout_s: float = 60.0) -> ReplicaProcess:
+        self.wait_http("/v2/health/ready", timeout_s, self.name)
+        return self
 
 
 @dataclass

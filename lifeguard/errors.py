@@ -10,7 +10,9 @@ on the cause::
     │                                         step's input); never retried
     ├── ConfigError (+ValueError)             daemon.config: a config file cannot be used
     ├── EventError (+ValueError)              daemon.events: a message that fails the contract
-    ├── StoreError                            daemon.act.store: the state file cannot be used
+    ├── RejectedEvents                        daemon.ingest.batch: a sink applied all but these
+    ├── StoreError                            lifeguard.state.engine: the state store is unusable
+    │   └── StaleLeaseError                       lifeguard.state.fencing: a stale fence
     ├── AlertPayloadError (+ValueError)       daemon.act.alerts: not an Alertmanager payload
     ├── StepError                             actions.errors: a pipeline step failed
     │   ├── PermanentStepError                    the same inputs fail the same way
@@ -22,8 +24,9 @@ on the cause::
     │   ├── RetryableDeployError                  ReplicaUnavailableError
     │   ├── ServingError                          deploy.serving: a request a replica refuses
     │   └── ApiError                              deploy.openai_api: an OpenAI API error answer
-    └── SimulatorError                        simulator.errors
-        └── SimulatorConfigError, SimulatorRunError, RequestFailedError
+    ├── SimulatorError                        simulator.errors
+    │   └── SimulatorConfigError, SimulatorRunError, RequestFailedError
+    └── _TooLarge                             lifeguard.asgi: a body past its limit (413)
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from daemon.events import FeedbackEvent, InferenceEvent, Output, encode
+from lifeguard.config import StrictModel
 from simulator.corpus import BASE_DOMAIN, LABELS
 from simulator.errors import RequestFailedError
 
@@ -26,12 +27,10 @@ TEXT_PATH = "/v2/models/{model}/text"  # deploy.replica's plain-text endpoint
 REQUEST_ID_HEADER = "x-request-id"
 
 
-class SyntheticModel(BaseModel):
+class SyntheticModel(StrictModel):
     """Direct mode's stand-in for a served model: right with ``accuracy[domain]`` (or
     ``default_accuracy`` for domains it was not trained on); from ``recover_at_s`` on, version
     ``recovered_version`` answers the new concept with ``recovered_accuracy``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     accuracy: dict[str, float] = Field(default_factory=lambda: {BASE_DOMAIN: 0.92})
     default_accuracy: float = Field(default=0.6, ge=0, le=1)
@@ -45,10 +44,8 @@ class SyntheticModel(BaseModel):
                           description="replica names written in events: sim-0..")
 
 
-class DirectConfig(BaseModel):
+class DirectConfig(StrictModel):
     """Write InferenceEvents straight to Kafka (no model, no replicas)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: Literal["direct"] = "direct"
     kafka: str = Field(min_length=1, description="bootstrap servers HOST:PORT[,HOST:PORT]")
@@ -58,11 +55,9 @@ class DirectConfig(BaseModel):
                                      description="give up on the broker after")
 
 
-class ReplicaConfig(BaseModel):
+class ReplicaConfig(StrictModel):
     """Send each request to a replica's text endpoint, round-robin; ``kafka`` (optional) is
     where the labels go — the replicas write the InferenceEvents themselves."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: Literal["replica"] = "replica"
     urls: list[str] = Field(min_length=1)

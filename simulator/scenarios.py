@@ -13,8 +13,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from lifeguard.config import StrictModel
 from simulator.corpus import (
     BASE_DOMAIN,
     DOMAINS,
@@ -32,11 +33,9 @@ SCENARIOS: tuple[ScenarioKind, ...] = (
 Phase = Literal["steady", "pre", "ramp", "post"]
 
 
-class ScenarioConfig(BaseModel):
+class ScenarioConfig(StrictModel):
     """One scenario. Times are seconds from the start of the run; ``shift_at_s`` is T, the
     onset of whatever the scenario changes (unused by ``stationary``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: ScenarioKind = "stationary"
     rate: float = Field(default=20.0, gt=0, description="requests per second")

@@ -22,7 +22,7 @@ from daemon.act.runs import RunState
 from daemon.act.store import StateStore
 from daemon.http import ApiServer, create_app
 
-TOKEN = "t0ken"
+TOKEN = "webhook-t0ken-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -45,10 +45,11 @@ def setup(tmp_path: Path) -> Iterator[tuple[StateStore, str]]:
     store = StateStore(tmp_path / "state.db")
     pipelines = {"quick": quick_pipeline(tmp_path / "log"),
                  "other": quick_pipeline(tmp_path / "log", n_steps=1)}
-    eng = PolicyEngine(store, {"m": ModelPolicy(pipeline="quick", mode="auto", cooldown=0),
+    eng = PolicyEngine(store, {"m": ModelPolicy(pipeline="quick", mode="auto", cooldown=0,
+                                                alert_pipelines=["other"]),
                                "quiet": ModelPolicy(pipeline="quick", alerts=False)}, pipelines)
     server = ApiServer(create_app(CollectorRegistry(), lambda: (True, ""), lambda: (True, ""),
-                                  [create_router(store, eng, TOKEN)])).start()
+                                  [create_router(store, eng, None, webhook_token=TOKEN)])).start()
     yield store, server.url + "/api/v1/alerts"
     server.stop()
     store.close()
@@ -106,6 +107,31 @@ def test_labels_choose_pipeline_and_unknown_models_are_ignored(
     assert len(store.list_runs()) == 1
 
 
+def test_an_alert_cannot_start_another_models_pipeline(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    pipelines = {"mine": quick_pipeline(tmp_path / "log"),
+                 "theirs": quick_pipeline(tmp_path / "log", n_steps=1)}
+    eng = PolicyEngine(store, {"m": ModelPolicy(pipeline="mine", mode="auto", cooldown=0),
+                               "n": ModelPolicy(pipeline="theirs", mode="auto")}, pipelines)
+    server = ApiServer(create_app(CollectorRegistry(), lambda: (True, ""), lambda: (True, ""),
+                                  [create_router(store, eng, None, webhook_token=TOKEN)])).start()
+    try:
+        url = server.url + "/api/v1/alerts"
+        refused = httpx.post(url, json=payload(pipeline="theirs"), headers=AUTH).json()
+        assert refused["runs_created"] == []
+        assert "'theirs' is not one of model 'm'" in refused["ignored"][0]
+        assert store.list_runs() == []
+        ok = httpx.post(url, json=payload(fingerprint="fp2", pipeline="mine"), headers=AUTH)
+        (run,) = store.list_runs()
+        assert ok.json()["runs_created"] == [run.id] and run.pipeline == "mine"
+        # The audit's actor is the credential's, whatever the payload says.
+        actors = {t.actor for t in store.transitions(run.id)}
+        assert actors <= {"alertmanager", "policy"}, actors
+    finally:
+        server.stop()
+        store.close()
+
+
 def _mutated(path: str, value: Any) -> bytes:
     body = copy.deepcopy(payload())
     *parents, last = path.split(".")
@@ -160,7 +186,7 @@ def test_an_alert_that_failed_to_act_is_retried_not_dropped(tmp_path: Path) -> N
                        {"quick": quick_pipeline(tmp_path / "log")},
                        snapshot_provider=flaky_snapshot)
     server = ApiServer(create_app(CollectorRegistry(), lambda: (True, ""), lambda: (True, ""),
-                                  [create_router(store, eng, TOKEN)])).start()
+                                  [create_router(store, eng, None, webhook_token=TOKEN)])).start()
     try:
         first = httpx.post(server.url + "/api/v1/alerts", json=payload(), headers=AUTH)
         assert first.status_code == 500 and store.list_runs() == []

@@ -18,7 +18,7 @@ from daemon.act.runs import RunState
 from daemon.act.store import StateStore
 from daemon.http import ApiServer, create_app
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 BREACH = {"drift.distribution[x]": True, "latency.p95_ms": False}
 
@@ -100,16 +100,44 @@ def test_no_configured_token_refuses_every_mutation(tmp_path: Path) -> None:
         store.close()
 
 
+def test_each_credential_opens_only_its_own_endpoints(tmp_path: Path) -> None:
+    """Alertmanager's credential cannot approve or pause; on-call's cannot post alerts."""
+    store = StateStore(tmp_path / "state.db")
+    eng = engine(store, tmp_path / "log", hold=1, mode="approve")
+    hook = "alertmanager-token-0123456789"
+    router = create_router(store, eng, TOKEN, webhook_token=hook)
+    server = ApiServer(create_app(CollectorRegistry(), lambda: (True, ""), lambda: (True, ""),
+                                  [router])).start()
+    try:
+        eng.on_evaluation(evaluation("m", 0, BREACH))
+        (run,) = store.list_runs()
+        as_hook = {"Authorization": f"Bearer {hook}"}
+        for path in MUTATIONS[:4]:
+            r = httpx.post(server.url + path.format(run=run.id), headers=as_hook)
+            assert r.status_code == 401, path
+        assert store.get_run(run.id).state is RunState.PENDING_APPROVAL  # type: ignore[union-attr]
+        assert store.paused_models() == {}
+        alert = {"version": "4", "status": "firing", "alerts": []}
+        assert httpx.post(server.url + "/api/v1/alerts", headers=AUTH,
+                          json=alert).status_code == 401
+        assert httpx.post(server.url + "/api/v1/alerts", headers=as_hook,
+                          json=alert).status_code == 200
+    finally:
+        server.stop()
+        store.close()
+
+
 def test_approve_then_approve_again_conflicts(env: Env) -> None:
     run_id = _pending_run(env)
     r = httpx.post(f"{env.url}/api/v1/runs/{run_id}/approve",
                    headers={**AUTH, "X-Lifeguard-Actor": "cli:alice"}, json={"reason": "looks ok"})
+    # The actor is the credential's; what the client says about itself is only evidence.
     assert r.status_code == 200 and r.json() == {"id": run_id, "state": "queued",
-                                                 "actor": "cli:alice"}
+                                                 "actor": "oncall"}
     assert env.woken == 1
     last = env.store.transitions(run_id)[-1]
-    assert (last.actor, last.to_state, last.evidence) == ("cli:alice", RunState.QUEUED,
-                                                         {"reason": "looks ok"})
+    assert (last.actor, last.to_state, last.evidence) == (
+        "oncall", RunState.QUEUED, {"reason": "looks ok", "declared_by": "cli:alice"})
     again = httpx.post(f"{env.url}/api/v1/runs/{run_id}/approve", headers=AUTH)
     assert again.status_code == 409 and "is queued" in again.json()["detail"]
     assert httpx.post(f"{env.url}/api/v1/runs/nope/reject", headers=AUTH).status_code == 404
@@ -136,7 +164,7 @@ def test_pause_resume_and_status(env: Env) -> None:
                    json={"reason": "bad labels", "actor": "bob"})
     assert r.json() == {"model": "m", "paused": True, "changed": True}
     (model,) = httpx.get(f"{env.url}/api/v1/status").json()["models"]
-    assert model["paused"]["actor"] == "bob" and model["paused"]["reason"] == "bad labels"
+    assert model["paused"]["actor"] == "oncall" and model["paused"]["reason"] == "bad labels"
     assert model["active_run"]["state"] == "pending_approval"
     assert model["last_evaluation"]["breaches"][0]["key"] == "drift.distribution[x]"
     assert model["deployed_version"] == "v1" and model["mode"] == "approve"

@@ -20,7 +20,7 @@ from daemon.cli import app
 from daemon.cli.oncall import parse_since, summarize
 from daemon.http import ApiServer, create_app
 
-TOKEN = "cli-token"
+TOKEN = "cli-token-0123456789"
 BREACH = {"drift.distribution[x]": True}
 REFERENCES = {"m": {"kind": "first_n", "first_n": 400}}
 
@@ -71,7 +71,8 @@ def test_approve_needs_the_token_then_queues_the_run(daemon_api: StateStore,
     code, out = cli("approve", run.id, "--token", TOKEN, "--reason", "checked the data")
     assert code == 0 and f"{run.id}: queued" in out
     last = daemon_api.transitions(run.id)[-1]
-    assert last.actor.startswith("cli") and last.evidence == {"reason": "checked the data"}
+    assert last.actor == "oncall" and last.evidence["reason"] == "checked the data"
+    assert last.evidence["declared_by"].startswith("cli")
     monkeypatch.setenv("LIFEGUARD_TOKEN", TOKEN)
     code, out = cli("reject", run.id)
     assert code == 0 and "rejected" in out

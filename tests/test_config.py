@@ -40,11 +40,36 @@ def test_duplicate_model_names_are_rejected() -> None:
         parse_config({"models": [{"name": "a"}, {"name": "a"}]})
 
 
+LONG = "s3cret-0123456789abcdef"
+
+
 def test_token_comes_from_the_environment_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LG_TEST_TOKEN", "s3cret")
+    monkeypatch.setenv("LG_TEST_TOKEN", LONG)
     config = parse_config({"api": {"token_env": "LG_TEST_TOKEN"}})
-    assert config.api.resolved_token() == "s3cret"
-    assert "s3cret" not in repr(parse_config({"api": {"token": "s3cret"}}))
+    assert config.api.resolved_token() == LONG
+    assert LONG not in repr(parse_config({"api": {"token": LONG}}))
+    monkeypatch.setenv("LG_TEST_TOKEN", "")  # an empty Secret: unset, mutations refused
+    assert config.api.resolved_token() is None
+    monkeypatch.setenv("LG_TEST_TOKEN", "short")
+    with pytest.raises(ConfigError, match="LG_TEST_TOKEN: a token must be at least 16"):
+        config.api.resolved_token()
+
+
+@pytest.mark.parametrize("key", ["token", "webhook_token"])
+@pytest.mark.parametrize("value", ["", "   ", "fifteen-chars-x"])
+def test_an_empty_or_short_token_is_a_config_error(key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"api\.{key}: .*at least 16 characters"):
+        parse_config({"api": {key: value}})
+    assert parse_config({"api": {key: "x" * 16}}).api.model_dump()[key] is not None
+
+
+def test_check_config_refuses_an_empty_token(tmp_path: Path) -> None:
+    path = tmp_path / "lifeguard.yaml"
+    path.write_text('api:\n  token: ""\n')
+    result = subprocess.run([sys.executable, "-m", "daemon.cli", "check-config", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "api.token" in result.stderr and "at least 16 characters" in result.stderr
 
 
 @pytest.mark.parametrize(("text", "needle"), [
@@ -93,3 +118,42 @@ def test_the_shipped_example_config_is_valid() -> None:
     example = _Path(__file__).resolve().parents[1] / "examples" / "lifeguard.yaml"
     config = load_config(example)
     assert config.pipelines and config.fleet is not None
+
+
+def test_replay_defaults_to_every_models_window_plus_reference() -> None:
+    config = parse_config({"models": [
+        {"name": "a", "window": {"size": 1000}, "reference": {"first_n": 500}},
+        {"name": "b", "window": {"size": 300}, "reference": {"path": "ref.jsonl"}}]})
+    assert config.kafka.replay_messages is None
+    assert config.replay_depth() == 1000 + 500 + 300  # b's reference is a file: not replayed
+    assert parse_config({}).replay_depth() == 5000 + 2000  # the defaults of an unnamed model
+    off = parse_config({"kafka": {"replay_messages": 0}, "models": [{"name": "a"}]})
+    assert off.replay_depth() == 0
+
+
+def test_state_url_names_a_supported_database() -> None:
+    url = "postgresql://lifeguard@db:5432/lifeguard"
+    assert parse_config({"state": {"url": url}}).state.location == url
+    assert parse_config({}).state.location == str(Path("var/lifeguard.db"))
+    with pytest.raises(ConfigError, match=r"state\.url"):
+        parse_config({"state": {"url": "mysql://db/lifeguard"}})
+
+
+def test_start_up_says_loudly_that_mutations_are_refused_without_a_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    from daemon.app import Daemon
+
+    monkeypatch.delenv("LIFEGUARD_TOKEN", raising=False)
+    monkeypatch.delenv("LIFEGUARD_WEBHOOK_TOKEN", raising=False)
+    state = {"path": str(tmp_path / "s.db"), "artifacts_dir": str(tmp_path / "a")}
+    with caplog.at_level("WARNING", logger="daemon.app"):
+        Daemon(parse_config({"state": state})).store.close()
+    text = caplog.text
+    assert "approve, reject, pause and resume are REFUSED" in text
+    assert "Alertmanager webhooks are REFUSED" in text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="daemon.app"):
+        Daemon(parse_config({"state": state, "api": {"token": LONG, "webhook_token": LONG[::-1]}})
+               ).store.close()
+    assert "REFUSED" not in caplog.text

@@ -4,6 +4,8 @@ Statistical assertions are bounds with seeded generators (no exact indices)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -19,8 +21,8 @@ WINDOW = 2000
 LABEL_DELAY = 300  # feedback arrives this many events after its inference
 
 
-def _config(**model: object) -> object:
-    return parse_config({"models": [{
+def _config(evaluator: dict[str, object], **model: object) -> object:
+    return parse_config({"evaluation": evaluator, "models": [{
         "name": "m",
         "window": {"size": WINDOW},
         "reference": {"first_n": WINDOW},
@@ -69,21 +71,33 @@ class Stream:
 
 
 class Harness:
-    def __init__(self, **model: object) -> None:
+    """The monitor as the daemon builds it; passes in a thread unless ``evaluator`` says
+    otherwise (the root config's ``evaluation`` section)."""
+
+    def __init__(self, evaluator: dict[str, object] | None = None, **model: object) -> None:
         self.registry = CollectorRegistry()
         self.evaluations: list[Evaluation] = []
-        self.monitoring = build_monitoring(_config(**model), self.registry,
+        self.monitoring = build_monitoring(_config(evaluator or {"isolation": "thread"},
+                                                   **model), self.registry,
                                            [self.evaluations.append])
         self.offset = 0
+
+    def __enter__(self) -> Harness:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.monitoring.stop()
+
+    def apply(self, events: list) -> None:
+        self.monitoring.windows.apply(PartitionBatch("t", 0, events, self.offset,
+                                                     self.offset + len(events) - 1))
+        self.offset += len(events)
 
     def feed(self, events: list) -> list[Evaluation]:
         """Apply events in batches of 500, evaluating each time a window's worth arrived."""
         produced: list[Evaluation] = []
         for start in range(0, len(events), 500):
-            chunk = events[start:start + 500]
-            self.monitoring.windows.apply(PartitionBatch("t", 0, chunk, self.offset,
-                                                         self.offset + len(chunk) - 1))
-            self.offset += len(chunk)
+            self.apply(events[start:start + 500])
             windows = self.monitoring.windows.get("m")
             if windows is not None and windows.new_events >= WINDOW:
                 produced += self.monitoring.evaluator.run_model("m")
@@ -157,3 +171,56 @@ def test_evaluations_of_the_same_data_have_the_same_id() -> None:
         harness.feed(Stream(seed=6).batch(2 * WINDOW))
         ids.append([e.id for e in harness.evaluations])
     assert ids[0] and ids[0] == ids[1]
+
+
+def test_a_generator_window_embeds_prompts_and_answers_each_once() -> None:
+    import pandas as pd
+
+    from daemon.monitor.config import EvaluationConfig
+    from daemon.monitor.detector_pass import ModelPasses, ModelSpec, PassEngine
+    from daemon.monitor.pass_caches import EmbeddingCache
+    from detectors.config import SuiteConfig
+    from detectors.suite import DetectorSuite
+
+    embedded: list[str] = []
+
+    class Encoder:  # an in-memory encoder: this tests which texts are embedded, not MiniLM
+        def embed(self, texts: list[str]) -> np.ndarray:
+            embedded.extend(texts)
+            return np.asarray([[len(t), 1.0] for t in texts], dtype=np.float32)
+
+    suite = SuiteConfig(task="causal-lm")
+    model = ModelPasses(ModelSpec("m", suite, EvaluationConfig(embedding_sample=10)),
+                        DetectorSuite(suite), EmbeddingCache(Encoder))
+    frame = pd.DataFrame({"request_id": ["a", "b", "c"], "input_text": ["hi", "reset?", None],
+                          "output_text": ["hello there", None, "ok"]})
+    window = PassEngine.window(model, frame)
+    assert set(window.embeddings) == {"input_text", "output_text"}
+    assert window.embeddings["output_text"][:, 0].tolist() == [11.0, 2.0]
+    PassEngine.window(model, frame)
+    assert sorted(embedded) == sorted(["hi", "reset?", "hello there", "ok"])  # once each
+
+
+def test_a_causal_lm_model_gets_the_generator_detectors_and_no_end_to_end_slo() -> None:
+    from daemon.assembly import spec_of
+    from detectors.suite import DetectorSuite
+
+    model = parse_config({"models": [{"name": "support", "task": "causal-lm"}]}).models[0]
+    suite = DetectorSuite(spec_of(model, Path("reports")).suite)
+    assert suite.generation is not None and suite.quality is not None
+    assert suite.latency is not None and suite.latency.slos == {}
+    assert {t.column for t in suite.texts if t.embedding} == {"input_text", "output_text"}
+
+
+def test_a_released_partition_takes_its_models_gauges_along() -> None:
+    with Harness() as harness:
+        stream = Stream(seed=5)
+        assert harness.feed(stream.batch(2 * WINDOW))
+        text = generate_latest(harness.registry).decode()
+        assert 'lifeguard_detector_statistic{' in text and 'model="m"' in text
+        # The partition moves to another instance: windows drop, the evaluator forgets.
+        harness.monitoring.windows.release([("t", 0)])
+        harness.monitoring.evaluator.prune()
+        after = generate_latest(harness.registry).decode()
+        assert not [line for line in after.splitlines()
+                    if line.startswith("lifeguard_detector_statistic{") and 'model="m"' in line]

@@ -15,6 +15,7 @@ from daemon.events import (
     InferenceEvent,
     decode,
     encode,
+    render_messages,
 )
 from harness.traffic import feedback_record, inference_record, malformed_messages
 
@@ -128,6 +129,126 @@ def test_round_trip_of_generated_traffic() -> None:
         again = decode(encode(event))
         assert again == event
         assert math.isfinite(event.latency_ms) and event.latency_ms >= 0
+
+
+# -- generators: chat, prompt, params, finish_reason; feedback kinds -------------------------
+
+CHAT = {**BASE, "input": {"messages": [
+    {"role": "system", "content": "You are a support agent."},
+    {"role": "user", "content": "my router blinks red"},
+    {"role": "assistant", "content": "Did you restart it?"},
+    {"role": "tool", "content": "{\"status\": \"offline\"}"},
+    {"role": "user", "content": "yes, still red"}]},
+    "params": {"temperature": 0.7, "top_p": 0.9, "max_tokens": 128, "stream": True,
+               "stop": "\n\n"},
+    "ttft_ms": 40.0, "tokens_in": 31, "tokens_out": 64,
+    "output": {"text": "Then reset it with the pin.", "finish_reason": "length"}}
+
+
+def _feedback(**fields: object) -> bytes:
+    return json.dumps({"schema": "feedback/v1", "request_id": "r", "ts": 1, "model": "m",
+                       **fields}).encode()
+
+
+def test_chat_events_parse_with_params_and_finish_reason() -> None:
+    event = decode(json.dumps(CHAT).encode())
+    assert isinstance(event, InferenceEvent)
+    assert event.messages is not None and [m.role for m in event.messages] == [
+        "system", "user", "assistant", "tool", "user"]
+    assert event.prompt_text == "yes, still red"  # the newest request, not the history
+    assert event.params == {"temperature": 0.7, "top_p": 0.9, "max_tokens": 128,
+                            "stream": True, "stop": "\n\n"}
+    assert event.output is not None and event.output.finish_reason == "length"
+    assert decode(encode(event)) == event
+    assert render_messages(event.messages).splitlines()[1] == "user: my router blinks red"
+
+
+def test_plain_prompts_and_old_shapes_still_parse() -> None:
+    prompt = decode(_bytes(input={"prompt": "Summarise: the meeting moved to 3pm."},
+                           output={"text": "Meeting at 3pm.", "finish_reason": "stop"}))
+    assert isinstance(prompt, InferenceEvent) and prompt.messages is None
+    assert prompt.prompt_text == "Summarise: the meeting moved to 3pm."
+    old = decode(_bytes())
+    assert isinstance(old, InferenceEvent) and old.prompt_text == "loved it"
+    flat = decode(_bytes(input={"age": 3, "tier": "gold"}))
+    assert isinstance(flat, InferenceEvent) and flat.prompt_text is None
+    custom = decode(_bytes(output={"text": "x", "finish_reason": "eos_token"}))
+    assert isinstance(custom, InferenceEvent) and custom.output is not None
+    assert custom.output.finish_reason == "eos_token"  # other reasons are kept as they are
+
+
+def test_an_assistant_turn_may_have_null_content() -> None:
+    event = decode(_bytes(input={"messages": [{"role": "user", "content": "hi"},
+                                              {"role": "assistant", "content": None}]}))
+    assert isinstance(event, InferenceEvent) and event.prompt_text == "hi"
+
+
+@pytest.mark.parametrize(
+    ("input_", "reason", "mentions"),
+    [
+        ({"messages": [{"role": "robot", "content": "x"}]}, "invalid_value", "role"),
+        ({"messages": [{"content": "x"}]}, "missing_field", "role"),
+        ({"messages": [{"role": "user"}]}, "missing_field", "content"),
+        ({"messages": ["hello"]}, "wrong_type", "$.input"),
+        ({"messages": {"role": "user", "content": "x"}}, "wrong_type", "$.input"),
+        ({"messages": "hello"}, "wrong_type", "$.input.messages"),
+        ({"messages": []}, "invalid_value", "$.input.messages"),
+        ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "wrong_type",
+         "content"),
+        ({"tags": [{"role": "user", "content": "x"}]}, "wrong_type", "$.input.tags"),
+        ({"prompt": 3}, "wrong_type", "$.input.prompt"),
+        ({"prompt": "a", "messages": [{"role": "user", "content": "b"}]}, "invalid_value",
+         "both"),
+    ],
+)
+def test_bad_chat_shapes_fail_with_a_reason(input_: object, reason: str, mentions: str) -> None:
+    with pytest.raises(EventError) as err:
+        decode(_bytes(input=input_))
+    assert err.value.reason == reason
+    assert mentions in err.value.detail
+
+
+def test_params_are_flat_finite_scalars() -> None:
+    with pytest.raises(EventError) as err:
+        decode(_bytes(params={"temperature": [0.7]}))
+    assert err.value.reason == "wrong_type" and "$.params" in err.value.detail
+    with pytest.raises(EventError) as err:
+        decode(_bytes(params={"temperature": 0.5}).replace(b"0.5", b"1e999"))
+    assert err.value.reason in {"not_finite", "out_of_range"} and "params" in err.value.detail
+
+
+@pytest.mark.parametrize(("rating", "value"), [
+    (0.25, 0.25), (1, 1.0), ("up", 1.0), ("down", 0.0), (True, 1.0), (False, 0.0)])
+def test_ratings_thumbs_and_booleans_become_numbers(rating: object, value: float) -> None:
+    event = decode(_feedback(rating=rating))
+    assert isinstance(event, FeedbackEvent) and event.kind == "rating"
+    assert event.rating == value and type(event.rating) is float
+    assert event.rating_value == value
+    assert decode(encode(event)) == event
+
+
+def test_feedback_says_what_it_carries() -> None:
+    label = decode(_feedback(label="negative"))
+    reference = decode(_feedback(reference="Reset it with the pin.", rating="down"))
+    assert isinstance(label, FeedbackEvent) and label.kind == "label"
+    assert isinstance(reference, FeedbackEvent) and reference.kind == "reference"
+    assert reference.rating == 0.0  # a corrected answer may come with its rating
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason", "mentions"),
+    [
+        ({}, "missing_field", "one of"),
+        ({"label": "a", "reference": "b"}, "invalid_value", "both"),
+        ({"rating": "meh"}, "invalid_value", "$.rating"),
+        ({"rating": -0.1}, "out_of_range", "$.rating"),
+        ({"reference": 3}, "wrong_type", "$.reference"),
+    ],
+)
+def test_bad_feedback_fails_with_a_reason(fields: dict, reason: str, mentions: str) -> None:
+    with pytest.raises(EventError) as err:
+        decode(_feedback(**fields))
+    assert err.value.reason == reason and mentions in err.value.detail
 
 
 def test_chat_messages_params_and_finish_reason_parse() -> None:

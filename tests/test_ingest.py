@@ -263,3 +263,39 @@ def test_restart_rebuilds_windows_by_replay_without_counting_twice(broker: Local
         assert len(windows.current["1"].rows) == 600
     finally:
         second.stop()
+
+
+def test_chat_events_are_applied_and_bad_chat_shapes_dead_lettered(broker: LocalBroker,
+                                                                   tmp_path: Path) -> None:
+    import json
+
+    topic = "ingest-chat"
+    ensure_topics(broker.bootstrap, {topic: 1, f"{topic}.dlq": 1})
+    chat = {"schema": "inference/v1", "request_id": "c-1", "ts": int(time.time() * 1000),
+            "model": "support", "model_version": "1", "latency_ms": 820.0, "ttft_ms": 95.0,
+            "tokens_in": 12, "tokens_out": 40, "params": {"temperature": 0.2, "max_tokens": 40},
+            "input": {"messages": [{"role": "system", "content": "Be brief."},
+                                   {"role": "user", "content": "how do I reset my router?"}]},
+            "output": {"text": "Hold the pin for ten seconds.", "finish_reason": "length"}}
+    bad = {**chat, "request_id": "c-2", "input": {"messages": [{"role": "robot",
+                                                               "content": "beep"}]}}
+    rating = {"schema": "feedback/v1", "request_id": "c-1", "ts": chat["ts"],
+              "model": "support", "rating": "up"}
+    _send_tracking(broker.bootstrap, topic, [(b"support", json.dumps(m).encode())
+                                             for m in (chat, bad, rating)])
+    with DaemonProcess(tmp_path, _config(broker.bootstrap, topic, "chat")) as daemon:
+        wait_until(lambda: daemon.count("lifeguard_events_total") >= 1
+                   and daemon.count("lifeguard_dead_lettered_messages_total") >= 1, 60)
+        text = daemon.metrics()
+    assert metric_sum(text, "lifeguard_events_total", model="support") == 1
+    assert metric_sum(text, "lifeguard_dead_lettered_messages_total",
+                      reason="invalid_value") == 1
+    assert metric_sum(text, "lifeguard_tokens_total", model="support", direction="out") == 40
+    dlq = KafkaConsumer(f"{topic}.dlq", bootstrap_servers=broker.bootstrap,
+                        auto_offset_reset="earliest", consumer_timeout_ms=5000,
+                        group_id="chat-dlq-reader", **GROUP_TIMEOUTS)
+    letters = list(dlq)
+    dlq.close()
+    assert len(letters) == 1 and json.loads(letters[0].value)["request_id"] == "c-2"
+    headers = {k: v.decode() for k, v in letters[0].headers}
+    assert headers["lifeguard.reason"] == "invalid_value" and "role" in headers["lifeguard.error"]

@@ -77,3 +77,42 @@ def test_memory_stays_within_caps_whatever_the_labels_do(coverage: float) -> Non
         assert counts.joined == 0 and counts.dropped["inference"] == 50_000 - config.max_pending
     else:
         assert counts.joined > 0
+
+
+def test_feedback_in_parts_joins_part_by_part() -> None:
+    join = LabelJoin(LabelJoinConfig())
+    join.on_inference("a", "1", 0.0)
+    rated = FeedbackEvent(request_id="a", ts=1000, model="m", rating="down")
+    corrected = FeedbackEvent(request_id="a", ts=2000, model="m", reference="the fix")
+    assert join.on_feedback(rated) is not None
+    pending = join.on_feedback(corrected)  # adds the reference: joins again
+    assert pending is not None and pending.parts == {"rating", "reference"}
+    assert join.on_feedback(FeedbackEvent(request_id="a", ts=3000, model="m", rating=1.0)) is None
+    assert join.counts.joined == 1 and join.counts.duplicate == 1
+    # Parts that come before their inference are merged while they wait.
+    join.on_feedback(FeedbackEvent(request_id="b", ts=3000, model="m", rating=0.5))
+    join.on_feedback(FeedbackEvent(request_id="b", ts=3000, model="m", reference="ok"))
+    early = join.on_inference("b", "1", 3.0)
+    assert early is not None and (early.rating, early.reference) == (0.5, "ok")
+
+
+def test_windows_merge_a_late_reference_into_a_rated_row() -> None:
+    from daemon.events import InferenceEvent, Output
+    from daemon.ingest.batch import PartitionBatch
+    from daemon.monitor.config import ReferenceConfig, WindowConfig
+    from daemon.monitor.window_store import WindowStore
+    from daemon.monitor.windows import MonitoringSettings
+
+    settings = MonitoringSettings(WindowConfig(size=10), ReferenceConfig(first_n=10),
+                                  LabelJoinConfig())
+    store = WindowStore(lambda name: settings, settings, max_models=1)
+    events = [InferenceEvent(request_id="a", ts=0, model="m", model_version="1",
+                             latency_ms=1.0, output=Output(text="restart it")),
+              FeedbackEvent(request_id="a", ts=1000, model="m", rating="down"),
+              FeedbackEvent(request_id="a", ts=2000, model="m", reference="reset it"),
+              FeedbackEvent(request_id="a", ts=3000, model="m", rating="up")]
+    store.apply(PartitionBatch("t", 0, events, 0, 3))
+    windows = store.get("m")
+    assert windows is not None
+    (_, joined), = windows.labelled_rows()
+    assert (joined.label, joined.reference, joined.rating) == (None, "reset it", 0.0)

@@ -83,7 +83,7 @@ def _daemon_config(bootstrap: str, tmp: Path) -> dict[str, Any]:
     config["kafka"].update(bootstrap_servers=[bootstrap], topics=[TOPIC], group_id="ops-alerts",
                            dead_letter_topic=f"{TOPIC}.dlq", create_topics=True,
                            session_timeout_ms=6000, heartbeat_interval_ms=1000)
-    config["api"].update(host="127.0.0.1", token=TOKEN)
+    config["api"].update(host="127.0.0.1", webhook_token=TOKEN)
     config["state"] = {"path": str(tmp / "state" / "lifeguard.db"),
                        "artifacts_dir": str(tmp / "state" / "artifacts")}
     config["models"][0]["policy"]["mode"] = "dry-run"  # record the run, execute nothing

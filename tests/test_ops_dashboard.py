@@ -217,7 +217,9 @@ class ReplicaExposition:
 
 
 class Traffic:
-    """Inference (two versions, TTFT on one), feedback and bad messages, until stopped."""
+    """Inference (two versions, TTFT on one), feedback and bad messages, until stopped.
+    support-bot is a generator: chats in, answers with a finish reason out, rated or
+    corrected by its feedback."""
 
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
@@ -235,12 +237,36 @@ class Traffic:
                                       error_rate=0.2 if version == 2 else 0.0)
             if version == 2:
                 record["ttft_ms"] = round(float(str(record["latency_ms"])) / 3, 3)
+            if model == "support-bot":
+                self.chat(record)
+                if i % 4 == 1:
+                    records.append(self.generator_feedback(record, i))
             records.append(record)
             if i % 4 == 0:
                 records.append(feedback_record(str(record["request_id"]), model, "positive"))
         messages = list(encoded(records))
         messages += [(b"sentiment", value) for _, value in malformed_messages(self.rng, 4, 4096)]
         return messages
+
+    def chat(self, record: dict[str, object]) -> None:
+        text = str(record.pop("input", {}).get("text", ""))  # type: ignore[attr-defined]
+        record["input"] = {"messages": [{"role": "system", "content": "Be brief."},
+                                        {"role": "user", "content": text}]}
+        record["tokens_out"] = self.rng.randint(4, 40)
+        if record["status"] == "ok":
+            cut = self.rng.random() < 0.02
+            record["output"] = {"text": f"about {text}", "finish_reason": "length" if cut
+                                else "stop"}
+
+    def generator_feedback(self, record: dict[str, object], i: int) -> dict[str, object]:
+        feedback = feedback_record(str(record["request_id"]), "support-bot", "")
+        del feedback["label"]
+        if i % 8 == 1:
+            feedback["rating"] = "up" if self.rng.random() < 0.8 else "down"
+        else:
+            text = record["input"]["messages"][1]["content"]  # type: ignore[index]
+            feedback["reference"] = f"about {text} indeed"
+        return feedback
 
     def start(self) -> Traffic:
         self._thread.start()
@@ -291,6 +317,11 @@ def stack(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iter
                                          "embedding_sample": 0}} for m in MODELS],
               "state": {"path": str(tmp / "state" / "lifeguard.db"),
                         "artifacts_dir": str(tmp / "state" / "artifacts")}}
+    # support-bot is a generator: its generation and quality detectors feed the dashboard's
+    # Generation row, with thresholds a few seconds of traffic can decide.
+    config["models"][1].update(task="causal-lm", detectors={
+        "accuracy": {"min_labels": 5}, "quality": {"min_references": 5},
+        "generation": {"min_samples": 20}})
     daemon = DaemonProcess(tmp, config)
     replica = ReplicaExposition()
     prometheus = None

@@ -219,3 +219,66 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
                           timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "lifeguard.service" not in done.stderr  # no warning about our unit at all
+
+
+def test_the_scale_out_overlay_shares_postgresql_and_the_run_directories() -> None:
+    scale = OPS / "kubernetes-scale-out"
+    docs = {doc["kind"]: doc for path in sorted(scale.glob("*.yaml"))
+            if path.name != "kustomization.yaml"
+            for doc in yaml.safe_load_all(path.read_text()) if doc is not None}
+    kustomization = yaml.safe_load((scale / "kustomization.yaml").read_text())
+    listed = {*kustomization["resources"], *(p["path"] for p in kustomization["patches"])}
+    assert listed == {"../kubernetes", *(p.name for p in scale.glob("*.yaml"))} - {
+        "kustomization.yaml"}
+    base, base_docs = load_config(CONFIG), _manifests()
+    config = parse_config(yaml.safe_load(docs["ConfigMap"]["data"]["lifeguard.yaml"]), "overlay")
+    assert config.state.url is not None and config.state.url.startswith("postgresql://")
+    assert ":" not in config.state.url.split("@")[0].removeprefix("postgresql://"), \
+        "the password comes from PGPASSWORD, not the config"
+    # Only where the state lives differs from the base config.
+    assert (config.model_dump(exclude={"state", "runner"})
+            == base.model_dump(exclude={"state", "runner"}))
+    assert config.runner.max_concurrent_runs == base.runner.max_concurrent_runs
+    # The patches name what the base defines.
+    sts = docs["StatefulSet"]
+    assert sts["metadata"]["name"] == base_docs["StatefulSet"]["metadata"]["name"]
+    assert docs["ConfigMap"]["metadata"]["name"] == base_docs["ConfigMap"]["metadata"]["name"]
+    assert sts["spec"]["replicas"] > 1
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    assert container["name"] == _container(base_docs)["name"]
+    env = {e["name"]: e for e in container["env"]}
+    secret = env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert secret["name"] == docs["Secret"]["metadata"]["name"]
+    assert secret["key"] in docs["Secret"]["stringData"]
+    # Runs and artifacts on the ReadWriteMany claim: a run taken over finds its steps' outputs.
+    (mount,) = container["volumeMounts"]
+    (volume,) = sts["spec"]["template"]["spec"]["volumes"]
+    assert volume["name"] == mount["name"]
+    claim = docs["PersistentVolumeClaim"]
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    shared = PurePosixPath(mount["mountPath"])
+    assert config.runner.work_dir is not None
+    assert PurePosixPath(config.runner.work_dir).is_relative_to(shared)
+    assert PurePosixPath(config.state.artifacts_dir).is_relative_to(shared)
+
+
+def test_kustomize_builds_the_scale_out_overlay_onto_the_base() -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed")
+    built = subprocess.run([kubectl, "kustomize", str(OPS / "kubernetes-scale-out")],
+                           capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(built.stdout)}
+    sts = docs[("StatefulSet", "lifeguard")]
+    assert sts["spec"]["replicas"] == 3
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    env = {e["name"] for e in container["env"]}
+    assert {"LIFEGUARD_TOKEN", "PGPASSWORD"} <= env, "the patch adds to the base, not replaces"
+    claims = {v["persistentVolumeClaim"]["claimName"]
+              for v in sts["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"lifeguard-shared", "lifeguard-model-repository"}
+    config = parse_config(yaml.safe_load(docs[("ConfigMap", "lifeguard-config")]["data"]
+                                         ["lifeguard.yaml"]), "built")
+    assert config.state.url is not None and config.state.url.startswith("postgresql://")

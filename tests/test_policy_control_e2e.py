@@ -42,7 +42,7 @@ runner: {{poll_interval: 0.05}}
 
 @pytest.mark.integration
 def test_breach_to_approved_run_to_audit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LG_E2E_TOKEN", "e2e")
+    monkeypatch.setenv("LG_E2E_TOKEN", "e2e-token-0123456789")
     cfg = tmp_path / "lifeguard.yaml"
     cfg.write_text(CONFIG.format(db=tmp_path / "state.db", log=tmp_path / "steps.log"))
     config = load_config(cfg)
@@ -63,7 +63,7 @@ def test_breach_to_approved_run_to_audit(tmp_path: Path, monkeypatch: pytest.Mon
         assert run.state is RunState.PENDING_APPROVAL
         time.sleep(0.2)
         assert not (tmp_path / "steps.log").exists(), "approve mode waits"
-        result = CliRunner().invoke(app, ["approve", run.id, "--token", "e2e"])
+        result = CliRunner().invoke(app, ["approve", run.id, "--token", "e2e-token-0123456789"])
         assert result.exit_code == 0, result.output
         deadline = time.monotonic() + 30
         while not store.get_run(run.id).state.terminal:  # type: ignore[union-attr]
@@ -73,7 +73,7 @@ def test_breach_to_approved_run_to_audit(tmp_path: Path, monkeypatch: pytest.Mon
         assert detail["state"] == "succeeded" and detail["next_step"] == 2
         assert detail["snapshot_path"] == str(tmp_path / "snap.jsonl")
         actions = [e["action"] for e in detail["audit"]]
-        assert actions == ["run.pending_approval", "run.queued", "run.running",
+        assert actions == ["run.pending_approval", "run.queued", "run.leased", "run.running",
                            "run.step_done", "run.step_done", "run.succeeded"]
         assert (tmp_path / "runs" / run.id / "00-first" / "out.txt").is_file()
         # each worker's step metrics, from its result file, on the daemon's /metrics

@@ -11,15 +11,17 @@ from typing import TYPE_CHECKING
 import yaml
 from typer.testing import CliRunner
 
-from daemon.act.store import SCHEMA_VERSION, StateStore
+from daemon.act.store import StateStore
 from daemon.cli import app
 from daemon.config import StateConfig
 from daemon.ingest.broker import ensure_topics, free_port
 from daemon.ingest.config import KafkaConfig
 from daemon.probes import probe_kafka, probe_replica, probe_state, probe_writable_dir
+from lifeguard.state.migrate import head
 
 if TYPE_CHECKING:
     from daemon.ingest.broker import LocalBroker
+    from harness.postgres import Cluster
 
 
 def test_each_broker_and_topic_is_probed(broker: LocalBroker) -> None:
@@ -46,15 +48,29 @@ def test_state_store_current_newer_corrupt_and_missing(tmp_path: Path) -> None:
     assert fresh.ok and "no file yet" in fresh.detail and artifacts.ok
     StateStore(path).close()
     (current, _) = probe_state(state)
-    assert current.ok and f"schema v{SCHEMA_VERSION} is current" in current.detail
+    assert current.ok and f"schema {head()} is current" in current.detail
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
-                     (str(SCHEMA_VERSION + 1),))
+        conn.execute("UPDATE alembic_version SET version_num = 'f00d'")
     (newer, _) = probe_state(state)
     assert not newer.ok and "newer than this lifeguard" in newer.detail
     path.write_bytes(b"not a database" * 100)
     (corrupt, _) = probe_state(state)
     assert not corrupt.ok and "cannot read" in corrupt.detail
+
+
+def test_a_postgresql_store_empty_current_and_unreachable(postgres: Cluster,
+                                                          tmp_path: Path) -> None:
+    url = postgres.create_database()
+    state = StateConfig(url=url, artifacts_dir=tmp_path / "artifacts")
+    (empty, _) = probe_state(state)
+    assert empty.ok and "empty; the daemon creates" in empty.detail
+    StateStore(url).close()
+    (current, _) = probe_state(state)
+    assert current.ok and f"schema {head()} is current" in current.detail
+    dead = StateConfig(url=f"postgresql://lifeguard:s3cret@127.0.0.1:{free_port()}/x")
+    (unreachable, _) = probe_state(dead, timeout_s=1.0)
+    assert not unreachable.ok and "cannot read" in unreachable.detail
+    assert "s3cret" not in unreachable.subject + unreachable.detail
 
 
 def test_repository_and_replica_failures_say_why(tmp_path: Path) -> None:

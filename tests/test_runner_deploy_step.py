@@ -25,7 +25,8 @@ def test_deploy_step_publishes_once_and_retries_an_unreachable_fleet(tmp_path: P
         "replicas": ["http://127.0.0.1:9"], "repository": str(tmp_path / "repo"),
         "rollout": {"strategy": "canary", "request_timeout_s": 1}})
     settings = WorkerSettings(deploy=DeployTarget(
-        fleet=fleet, state_path=tmp_path / "rollouts.db", api_url="http://127.0.0.1:9",
+        # the run's own store, as in the daemon: the deploy checks the run's lease there
+        fleet=fleet, state_path=tmp_path / "state.db", api_url="http://127.0.0.1:9",
         token="t"))  # type: ignore[arg-type]
     store = StateStore(tmp_path / "state.db")
     try:

@@ -1,5 +1,6 @@
-"""The SQLite state store on a real file: versioned schema, WAL, idempotent writes, guarded
-transitions, step completion recorded once, and safe use from threads and other processes."""
+"""The state store on both backends (a real SQLite file, a real PostgreSQL database): versioned
+schema, idempotent writes, guarded transitions, step completion recorded once, and safe use
+from threads and other processes."""
 
 from __future__ import annotations
 
@@ -7,18 +8,20 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from policy_fixtures import evaluation, queued_run, quick_steps
 
 from daemon.act.runs import RunState, StepRecord
-from daemon.act.store import SCHEMA_VERSION, StateStore, StoreError
+from daemon.act.store import StateStore, StoreError
+from lifeguard.state.migrate import head
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> StateStore:
-    s = StateStore(tmp_path / "state.db")
+def store(state_url: str) -> Iterator[StateStore]:
+    s = StateStore(state_url)
     yield s
     s.close()
 
@@ -28,10 +31,10 @@ def test_schema_is_versioned_wal_and_refuses_a_newer_file(tmp_path: Path) -> Non
     StateStore(path).close()
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert int(version) == SCHEMA_VERSION
+    version = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+    assert version == head()
     StateStore(path).close()  # reopening an up-to-date file migrates nothing and works
-    conn.execute("UPDATE meta SET value = ? WHERE key='schema_version'", (SCHEMA_VERSION + 1,))
+    conn.execute("UPDATE alembic_version SET version_num = 'f00d'")
     conn.commit()
     conn.close()
     with pytest.raises(StoreError, match="newer than this lifeguard"):
@@ -106,7 +109,7 @@ def test_many_threads_write_without_losing_anything(store: StateStore) -> None:
 def test_another_process_writes_beside_this_one(store: StateStore) -> None:
     code = ("import sys; from daemon.act.store import StateStore; s = StateStore(sys.argv[1]);\n"
             "[s.audit('child.write', 'child', evidence={'i': i}) for i in range(100)]")
-    child = subprocess.Popen([sys.executable, "-c", code, str(store.path)])
+    child = subprocess.Popen([sys.executable, "-c", code, store.url])
     for i in range(100):
         store.audit("parent.write", "parent", evidence={"i": i})
     assert child.wait(timeout=60) == 0
@@ -120,3 +123,29 @@ def test_pause_is_idempotent_and_audited(store: StateStore) -> None:
     assert store.paused_models()["m"]["reason"] == "labels broken"
     assert store.resume("m", "alice") and not store.resume("m", "alice")
     assert [a.action for a in store.list_audit()] == ["model.paused", "model.resumed"]
+
+
+def test_a_file_from_before_alembic_keeps_its_rows_and_gains_the_new_tables(
+        tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
+        "INSERT INTO meta VALUES ('schema_version', '1');"
+        "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL,"
+        " actor TEXT NOT NULL, action TEXT NOT NULL, model TEXT, run_id TEXT,"
+        " evidence TEXT NOT NULL);"
+        "INSERT INTO audit (ts, actor, action, evidence) VALUES (1.0, 'bob', 'old.entry', '{}');")
+    conn.close()
+    store = StateStore(path)
+    store.audit("new.entry", "alice")
+    assert [a.action for a in store.list_audit()] == ["old.entry", "new.entry"]
+    assert store.pause("m", "bob")  # a table the old file did not have
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = '2'")
+    conn.execute("DELETE FROM alembic_version")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this lifeguard"):
+        StateStore(path)

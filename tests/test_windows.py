@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from daemon.events import FeedbackEvent, InferenceEvent, Output
 from daemon.ingest.batch import PartitionBatch
 from daemon.monitor.config import LabelJoinConfig, ReferenceConfig, WindowConfig
+from daemon.monitor.deltas import unpack_columns, unpack_labels
 from daemon.monitor.window_store import WindowStore, register
 from daemon.monitor.windows import MonitoringSettings
 
@@ -127,21 +128,31 @@ def _feedback(i: int, label: str) -> FeedbackEvent:
     return FeedbackEvent(request_id=f"r{i}", ts=i * 1000, model="m", label=label)
 
 
-def test_pass_input_cuts_versions_with_enough_rows_and_a_frozen_reference() -> None:
+def test_pass_delta_cuts_versions_with_enough_rows_and_sends_only_what_changed() -> None:
     store = _store()
     _apply(store, [_inference(i) for i in range(80)] +
            [_inference(i, version="2") for i in range(80, 100)])
     windows = store.get("m")
     assert windows is not None and windows.new_events == 100
-    cut = windows.pass_input(min_events=30, prepared={})
+    cursors: dict = {}
+    cut = windows.pass_delta(min_events=30, cursors=cursors)
     assert cut is not None and windows.new_events == 0
-    assert [p.version for p in cut.versions] == ["1"]  # v2: 20 rows and no frozen reference
+    assert [v.version for v in cut.versions] == ["1"]  # v2: 20 rows and no frozen reference
     assert cut.live == {"1", "2"} and cut.offset == 99
     first = cut.versions[0]
-    assert first.reference_size == 50 and len(first.current.rows) == 80
-    # A reference the caller already prepared at that size is not copied again.
-    again = windows.pass_input(min_events=30, prepared={"1": 50})
-    assert again is not None and again.versions[0].reference is None
+    assert first.reset and len(first.rows) == 80 and first.length == 80
+    assert first.reference_size == 50 and first.reference is not None
+    # Next time: only the new rows and labels, and no reference (the backend prepared it).
+    _apply(store, [_inference(i) for i in range(100, 130)] + [_feedback(110, "negative")])
+    again = windows.pass_delta(min_events=30, cursors=cursors)
+    assert again is not None
+    second = again.versions[0]
+    assert not second.reset and second.reference is None and second.length == 100
+    assert unpack_columns(second.rows).request_id == [f"r{i}" for i in range(100, 130)]
+    assert unpack_labels(second.labels) == [("r110", ("negative", None, None))]
+    # A backend that lost its copy (cursors cleared) gets everything again.
+    fresh = windows.pass_delta(min_events=30, cursors={})
+    assert fresh is not None and fresh.versions[0].reset and len(fresh.versions[0].rows) == 100
 
 
 def test_rows_since_and_labelled_rows_read_without_internals() -> None:
@@ -187,3 +198,80 @@ def test_snapshot_writes_each_labelled_row_once(tmp_path) -> None:  # type: igno
     assert sorted(r["request_id"] for r in rows) == sorted(f"r{i}" for i in range(5, 30))
     assert all(r["text"] == "good screen" and r["label"] == "negative" for r in rows)
     assert SnapshotWriter(store, tmp_path, min_rows=26)("m") is None  # too few labelled rows
+
+
+def _chat(i: int, answer: str, finish: str = "stop") -> InferenceEvent:
+    from daemon.events import ChatMessage
+
+    return InferenceEvent(
+        request_id=f"c{i}", ts=i * 1000, model="m", model_version="1", latency_ms=900.0,
+        ttft_ms=80.0 + i, tokens_out=30 + i,
+        input={"messages": [ChatMessage("system", "Be brief."),
+                            ChatMessage("user", f"question {i}"),
+                            ChatMessage("assistant", "Which model?"),
+                            ChatMessage("user", "the X2")]},
+        output=Output(text=answer, finish_reason=finish))
+
+
+def test_generator_rows_carry_prompt_output_timing_and_feedback_kinds_apart() -> None:
+    store = _store()
+    _apply(store, [_chat(i, f"answer {i}", "length" if i == 1 else "stop") for i in range(3)] +
+           [FeedbackEvent(request_id="c0", ts=5000, model="m", reference="Reset the X2."),
+            FeedbackEvent(request_id="c1", ts=5000, model="m", rating="down"),
+            FeedbackEvent(request_id="c2", ts=5000, model="m", label="billing")])
+    windows = store.get("m")
+    assert windows is not None
+    frame = windows.current_frame("1")
+    assert frame is not None
+    assert list(frame["input_text"]) == ["the X2"] * 3  # a chat's last user message
+    assert list(frame["output_text"]) == ["answer 0", "answer 1", "answer 2"]
+    assert list(frame["finish_reason"]) == ["stop", "length", "stop"]
+    assert list(frame["ttft_ms"]) == [80.0, 81.0, 82.0]
+    assert list(frame["tokens_out"]) == [30.0, 31.0, 32.0]
+    assert list(frame["reference"]) == ["Reset the X2.", None, None]
+    assert list(frame["label"]) == [None, None, "billing"]  # a reference is not a label
+    assert frame["rating"].tolist()[1] == 0.0
+    row, joined = next((r, j) for r, j in windows.labelled_rows() if r.request_id == "c0")
+    assert joined.reference == "Reset the X2." and joined.label is None
+    assert row.messages is not None and len(row.messages) == 4
+
+
+def test_a_generators_rows_and_feedback_parts_reach_the_worker_copy_whole() -> None:
+    import pandas as pd
+
+    from daemon.events import ChatMessage
+    from daemon.monitor.window_copy import WindowCopy, reference_snapshot
+
+    settings = MonitoringSettings(WindowConfig(size=100, max_age=0), ReferenceConfig(first_n=10),
+                                  LabelJoinConfig())
+    store = WindowStore(lambda name: settings, settings, max_models=2)
+    _apply(store, [_chat(i, f"answer {i}", "length" if i == 1 else "stop") for i in range(12)] +
+           [FeedbackEvent(request_id="c0", ts=5000, model="m", reference="Reset the X2."),
+            FeedbackEvent(request_id="c2", ts=5000, model="m", label="billing")])
+    windows = store.get("m")
+    assert windows is not None
+    cursors: dict = {}
+    copy = WindowCopy()
+    cut = windows.pass_delta(min_events=10, cursors=cursors)
+    assert cut is not None and len(cut.versions) == 1
+    delta = cut.versions[0]
+    copy.apply(delta)
+    assert delta.reference is not None and not isinstance(delta.reference, pd.DataFrame)
+    reference = reference_snapshot(delta.reference)
+    assert reference.labels["c0"].reference == "Reset the X2."
+    # A rating for c0 after its reference: the next delta carries the merged feedback.
+    _apply(store, [_chat(12, "answer 12"),
+                   FeedbackEvent(request_id="c0", ts=6000, model="m", rating="down")])
+    again = windows.pass_delta(min_events=10, cursors=cursors)
+    assert again is not None and not again.versions[0].reset
+    copy.apply(again.versions[0])
+    theirs = copy.snapshot()
+    assert theirs.labels["c0"] == (None, "Reset the X2.", 0.0)
+    assert theirs.rows[0].messages == _chat(0, "answer 0").messages
+    assert all(isinstance(m, ChatMessage) for m in theirs.rows[0].messages or [])
+    features = settings.window.features
+    ours = windows.current_frame("1")
+    assert ours is not None
+    pd.testing.assert_frame_equal(theirs.frame(features), ours)
+    assert list(ours["finish_reason"]) == ["stop", "length", *["stop"] * 11]
+    assert list(ours["ttft_ms"]) == [80.0 + i for i in range(13)]

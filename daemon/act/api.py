@@ -1,9 +1,12 @@
 """The control API (``/api/v1``): status per model, evaluations, runs, audit; approve/reject a
 run, pause/resume a model, and the Alertmanager webhook. Mounted beside /metrics by daemon.http.
 
-Reads are open (like /metrics). Mutations and the webhook need ``Authorization: Bearer
-<token>``; with no token configured they are refused, never open. A bad body gets 400 with
-the reason, and nothing changes.
+Reads are open (like /metrics), a failed step's traceback and log tail excepted (redacted
+without the on-call token). On-call mutations need ``Authorization: Bearer <token>`` and
+the webhook its own ``<webhook_token>``: neither credential opens the other's endpoints, and the
+audit's actor is the credential's (``oncall``, ``alertmanager``), never what a client declares.
+With no token configured the endpoints it guards are refused, never open. A bad body gets 400
+with the reason, and nothing changes.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from daemon.act.store import StateStore
 from daemon.monitor.evaluation import Evaluation
 
 PREFIX = "/api/v1"
-_ACTOR_HEADER = "X-Lifeguard-Actor"
+ONCALL = "oncall"
+ALERTMANAGER = "alertmanager"
+# What a client says about itself (the CLI sends ``cli:<user>``): kept as evidence, not trusted.
+_DECLARED_HEADER = "X-Lifeguard-Actor"
 
 
 def _finite(value: float | None) -> float | None:
@@ -49,6 +55,20 @@ def evaluation_json(ev: Evaluation, with_results: bool = False) -> dict[str, Any
                            "n_reference": r.n_reference, "n_current": r.n_current,
                            "method": r.method} for r in ev.results]
     return out
+
+
+# What a failing step leaves in its evidence that is for on-call's eyes only: a traceback or
+# the worker log's tail names paths, hosts and data. Open reads get it redacted.
+_PRIVATE = frozenset({"traceback", "log_tail", "log"})
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "(redacted: send the on-call token)" if k in _PRIVATE else _redacted(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def trigger_evaluations(store: StateStore, run: ActionRun,
@@ -84,24 +104,44 @@ def create_router(
     on_change: Callable[[], None] | None = None,
     deployed_version: Callable[[str], str | None] | None = None,
     references: Mapping[str, Mapping[str, Any]] | None = None,
+    webhook_token: str | None = None,
 ) -> APIRouter:
-    """``on_change`` is called after an approval or resume (the runner's ``wake``);
-    ``deployed_version(model)`` answers what the fleet serves, when the daemon knows;
+    """``token`` guards on-call actions, ``webhook_token`` the Alertmanager webhook (each
+    None = refused); ``on_change`` is called after an approval or resume (the runner's
+    ``wake``); ``deployed_version(model)`` answers what the fleet serves, when known;
     ``references[model]`` describes what the model's windows are compared against."""
     references = dict(references or {})
     labels = alert_labels or AlertsConfig()
     router = APIRouter(prefix=PREFIX)
 
-    def authorized(request: Request) -> str:
+    def check_bearer(request: Request, expected: str | None, what: str) -> None:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if token is None:
-            raise HTTPException(401, "no API token configured on the daemon: mutations refused",
+        if not expected:
+            raise HTTPException(401, f"no {what} token configured on the daemon: refused",
                                 headers={"WWW-Authenticate": "Bearer"})
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                                 token.encode()):
+                                                                 expected.encode()):
             raise HTTPException(401, "missing or wrong bearer token",
                                 headers={"WWW-Authenticate": "Bearer"})
-        return request.headers.get(_ACTOR_HEADER, "api")
+
+    def authorized(request: Request) -> str:
+        check_bearer(request, token, "API")
+        return ONCALL
+
+    def is_oncall(request: Request) -> bool:
+        try:
+            check_bearer(request, token, "API")
+        except HTTPException:
+            return False
+        return True
+
+    def webhook_authorized(request: Request) -> str:
+        check_bearer(request, webhook_token, "webhook")
+        return ALERTMANAGER
+
+    def declared(request: Request, body: dict[str, Any]) -> dict[str, str]:
+        who = body.get("actor") or request.headers.get(_DECLARED_HEADER)
+        return {"declared_by": who[:200]} if who else {}
 
     async def body_object(request: Request) -> dict[str, Any]:
         raw = await request.body()
@@ -174,28 +214,29 @@ def create_router(
                                                                    id_prefix=id_prefix)]}
 
     @router.get("/runs/{run_id}")
-    def run_detail(run_id: str) -> dict[str, Any]:
+    def run_detail(run_id: str, request: Request) -> dict[str, Any]:
         run = store.get_run(run_id)
         if run is None:
             raise HTTPException(404, f"no run {run_id}")
-        return {**run.to_json(), "step_records": [s.to_json() for s in store.steps(run_id)],
-                "evaluations": trigger_evaluations(store, run, references.get(run.model)),
-                "transitions": [t.to_json() for t in store.transitions(run_id)],
-                "audit": [a.to_json() for a in store.list_audit(run_id=run_id)]}
+        out = {**run.to_json(), "step_records": [s.to_json() for s in store.steps(run_id)],
+               "evaluations": trigger_evaluations(store, run, references.get(run.model)),
+               "transitions": [t.to_json() for t in store.transitions(run_id)],
+               "audit": [a.to_json() for a in store.list_audit(run_id=run_id)]}
+        return out if is_oncall(request) else _redacted(out)  # type: ignore[no-any-return]
 
     @router.get("/audit")
-    def audit(since: float | None = None, model: str | None = None,
+    def audit(request: Request, since: float | None = None, model: str | None = None,
               run: str | None = None, limit: int = Query(200, ge=1, le=5000)) -> dict[str, Any]:
         entries = store.list_audit(since=since, model=model, run_id=run, limit=limit)
-        return {"entries": [a.to_json() for a in entries]}
+        out = {"entries": [a.to_json() for a in entries]}
+        return out if is_oncall(request) else _redacted(out)  # type: ignore[no-any-return]
 
     def _decide(run_id: str, to: RunState, allowed: list[RunState], actor: str,
-                body: dict[str, Any]) -> dict[str, Any]:
+                body: dict[str, Any], note: dict[str, str]) -> dict[str, Any]:
         run = store.get_run(run_id)
         if run is None:
             raise HTTPException(404, f"no run {run_id}")
-        actor = body.get("actor") or actor
-        evidence = {"reason": body["reason"]} if body.get("reason") else {}
+        evidence = {**note, **({"reason": body["reason"]} if body.get("reason") else {})}
         if not store.transition(run_id, to, actor, allowed, evidence):
             current = store.get_run(run_id)
             state = current.state.value if current else "gone"
@@ -208,33 +249,36 @@ def create_router(
                       actor: str = Depends(authorized)) -> dict[str, Any]:
         body = await body_object(request)
         return await run_in_threadpool(_decide, run_id, RunState.QUEUED,
-                                       [RunState.PENDING_APPROVAL], actor, body)
+                                       [RunState.PENDING_APPROVAL], actor, body,
+                                       declared(request, body))
 
     @router.post("/runs/{run_id}/reject")
     async def reject(run_id: str, request: Request,
                      actor: str = Depends(authorized)) -> dict[str, Any]:
         body = await body_object(request)
         return await run_in_threadpool(_decide, run_id, RunState.REJECTED,
-                                       [RunState.PENDING_APPROVAL, RunState.QUEUED], actor, body)
+                                       [RunState.PENDING_APPROVAL, RunState.QUEUED], actor, body,
+                                       declared(request, body))
 
     @router.post("/models/{model}/pause")
     async def pause(model: str, request: Request,
                     actor: str = Depends(authorized)) -> dict[str, Any]:
         body = await body_object(request)
-        was_new = await run_in_threadpool(store.pause, model, body.get("actor") or actor,
+        was_new = await run_in_threadpool(store.pause, model, actor,
                                           body.get("reason", ""))
         return {"model": model, "paused": True, "changed": was_new}
 
     @router.post("/models/{model}/resume")
     async def resume(model: str, request: Request,
                      actor: str = Depends(authorized)) -> dict[str, Any]:
-        body = await body_object(request)
-        was_paused = await run_in_threadpool(store.resume, model, body.get("actor") or actor)
+        await body_object(request)  # validated all the same: a bad body changes nothing
+        was_paused = await run_in_threadpool(store.resume, model, actor)
         changed()
         return {"model": model, "paused": False, "changed": was_paused}
 
     @router.post("/alerts")
-    async def alerts(request: Request, actor: str = Depends(authorized)) -> dict[str, Any]:
+    async def alerts(request: Request,
+                     actor: str = Depends(webhook_authorized)) -> dict[str, Any]:
         try:
             payload = parse_webhook(await request.body())
         except AlertPayloadError as exc:

@@ -75,6 +75,14 @@ class ModelPolicy(StrictModel):
     mode: Mode = Mode.APPROVE
     pipeline: str = Field("retrain", pattern=_NAME)
     alerts: bool = Field(True, description="accept Alertmanager alerts as triggers")
+    alert_pipelines: list[str] = Field(
+        default_factory=list,
+        description="pipelines an alert's pipeline label may start besides `pipeline`; an "
+        "alert naming any other pipeline is refused")
+
+    def own_pipelines(self) -> list[str]:
+        """What an alert for this model may start: never another model's pipeline."""
+        return [self.pipeline, *self.alert_pipelines]
 
 
 def _step_shorthand(value: Any) -> Any:
@@ -105,6 +113,11 @@ class RunnerConfig(StrictModel):
     max_concurrent_runs: int = Field(1, ge=1, description="runs executing at once, all models")
     poll_interval: Duration = Field(1.0, gt=0)
     work_dir: str | None = Field(None, description="per-run directories; default <state dir>/runs")
+    instance_id: str | None = Field(
+        None, description="this instance's name in run leases; default: host name and pid")
+    lease_ttl: Duration = Field(30.0, gt=0, description="a run's lease lapses when its holder "
+                                "has not renewed it for this long; then another instance "
+                                "takes the run over from its last finished step")
 
 
 class AlertsConfig(StrictModel):
@@ -140,6 +153,10 @@ def check_pipeline_refs(
     """Every policy's pipeline must be defined. ``policies`` is keyed by the policy's path in
     the config (e.g. ``models.0.policy``), so the error names where to fix it."""
     for path, policy in policies.items():
+        known = ", ".join(sorted(pipelines)) or "none defined"
         if policy.pipeline not in pipelines:
-            known = ", ".join(sorted(pipelines)) or "none defined"
             raise ValueError(f"{path}.pipeline: unknown pipeline {policy.pipeline!r} ({known})")
+        for i, name in enumerate(policy.alert_pipelines):
+            if name not in pipelines:
+                raise ValueError(f"{path}.alert_pipelines.{i}: unknown pipeline {name!r} "
+                                 f"({known})")

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from daemon.act.api import create_router
 from daemon.act.policy import PathProvider, PolicyEngine, TriggerDecision
 from daemon.act.runner import Runner
-from daemon.act.store import StateStore
+from daemon.act.runs import ActionRun
+from daemon.act.store import Fence, StateStore
 from daemon.monitor.evaluation import Evaluation
 
 log = logging.getLogger(__name__)
@@ -54,18 +55,29 @@ class ControlPlane:
     ) -> None:
         settings = config.policy_settings()
         self.store = store
+        self._snapshot = snapshot_provider
+        self._champion = champion_provider
         self.engine = PolicyEngine(store, settings.models, settings.pipelines,
-                                   snapshot_provider, champion_provider)
+                                   snapshot_provider, champion_provider, owns=owns)
         work_root = (Path(settings.runner.work_dir) if settings.runner.work_dir
                      else Path(config.state.path).parent / "runs")
         self.runner = Runner(store, work_root, settings.runner.max_concurrent_runs,
                              settings.runner.poll_interval, worker_settings, worker_env,
-                             owns=owns, registry=registry)
+                             owns=owns, registry=registry, owner=settings.runner.instance_id,
+                             lease_ttl_s=settings.runner.lease_ttl, prepare=self._prepare)
         self.router: APIRouter = create_router(
             store, self.engine, config.api.resolved_token(), settings.alerts,
             on_change=self.runner.wake, deployed_version=deployed_version,
+            webhook_token=config.api.resolved_webhook_token(),
             references={m.name: describe_reference(m.reference) for m in config.models},
         )
+
+    def _prepare(self, run: ActionRun, fence: Fence) -> None:
+        """The owner's snapshot for a run triggered on another instance (an alert that
+        landed there): taken from this instance's windows before the first step."""
+        snapshot = self._snapshot(run.model) if self._snapshot is not None else None
+        champion = self._champion(run.model) if self._champion is not None else None
+        self.store.fill_paths(run.id, snapshot, champion, "runner", fence)
 
     def on_evaluation(self, evaluation: Evaluation) -> TriggerDecision:
         try:

@@ -166,13 +166,20 @@ class PolicyEngine:
         pipelines: Mapping[str, PipelineConfig],
         snapshot_provider: PathProvider | None = None,
         champion_provider: PathProvider | None = None,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
+        """``owns(model)``: whether this instance holds the model's windows; a run triggered
+        here for a model another instance owns is created with its snapshot deferred to the
+        owner, who takes it before the first step."""
         self.store = store
+        self._owns = owns or (lambda model: True)
         self.policies = dict(policies)
         self.pipelines = dict(pipelines)
         self._snapshot = snapshot_provider
         self._champion = champion_provider
-        self._lock = threading.Lock()  # gates + create must not interleave across threads
+        # Gates + create must not interleave across threads, nor across instances sharing the
+        # store: cooldowns and daily caps hold for the group, not per instance.
+        self._lock = threading.Lock()
         # Last suppression cause per model: a breach held through an hour-long run would
         # otherwise write the same "run X is still active" line on every evaluation.
         self._suppressed: dict[str, str] = {}
@@ -196,7 +203,7 @@ class PolicyEngine:
         policy = self.policies.get(evaluation.model)
         if policy is None:
             return TriggerDecision(model=evaluation.model, fire=False, reason="no policy")
-        with self._lock:
+        with self._lock, self.store.exclusive(f"policy:{evaluation.model}"):
             now = self.store.now()
             recent = self.store.list_evaluations(model=evaluation.model,
                                                  model_version=evaluation.model_version,
@@ -214,7 +221,12 @@ class PolicyEngine:
         pipeline = pipeline or policy.pipeline
         if pipeline not in self.pipelines:
             return self._ignored(model, f"unknown pipeline {pipeline!r}", evidence)
-        with self._lock:
+        if pipeline not in policy.own_pipelines():
+            # The label is chosen by whoever wrote the alert rule: it must not reach another
+            # model's pipeline (or any pipeline the model's policy does not list).
+            return self._ignored(model, f"pipeline {pipeline!r} is not one of model {model!r}'s "
+                                 f"pipelines ({', '.join(policy.own_pipelines())})", evidence)
+        with self._lock, self.store.exclusive(f"policy:{model}"):
             now = self.store.now()
             decision = decide_on_alert(model, pipeline, fingerprint, starts_at, policy,
                                        self.history(model, now), now, evidence)
@@ -245,11 +257,14 @@ class PolicyEngine:
         steps = tuple({**s.model_dump(mode="json"), "backoff": pipeline.backoff,
                        "max_backoff": pipeline.max_backoff} for s in pipeline.steps)
         dry = decision.mode is Mode.DRY_RUN
-        snapshot = None if dry or self._snapshot is None else self._snapshot(decision.model)
+        deferred = not dry and self._snapshot is not None and not self._owns(decision.model)
+        snapshot = (None if dry or deferred or self._snapshot is None
+                    else self._snapshot(decision.model))
         champion = None if dry or self._champion is None else self._champion(decision.model)
         evidence = {**decision.evidence, "reason": decision.reason,
                     "snapshot_path": str(snapshot) if snapshot else None,
-                    "champion_path": str(champion) if champion else None}
+                    "champion_path": str(champion) if champion else None,
+                    **({"snapshot_deferred": True} if deferred else {})}
         run = ActionRun(
             id=decision.run_id, model=decision.model, pipeline=decision.pipeline,
             source=decision.source, mode=decision.mode.value, state=_INITIAL_STATE[decision.mode],

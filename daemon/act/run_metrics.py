@@ -1,5 +1,5 @@
 """Action runs on /metrics: runs by model and state, and each model's deployed version, read
-from the state store at scrape time."""
+from the state store at scrape time; and which models this instance owns (acts for)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,25 @@ class RunCollector(Collector):
                 version.add_metric([model], int(deployed))
         yield runs
         yield version
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+
+class OwnershipCollector(Collector):
+    """``lifeguard_model_owned{model}``: 1 for each configured model this instance acts for
+    (its partition is assigned here), 0 for the others; the group's instances sum to one."""
+
+    def __init__(self, models: Iterable[str], owns: Callable[[str], bool]) -> None:
+        self.models = sorted(models)
+        self.owns = owns
+
+    def collect(self) -> Iterable[Metric]:
+        owned = GaugeMetricFamily("lifeguard_model_owned", "1 when this instance owns the "
+                                  "model (evaluates it, runs its actions).", labels=["model"])
+        for model in self.models:
+            owned.add_metric([model], 1.0 if self.owns(model) else 0.0)
+        yield owned
 
     def describe(self) -> Iterable[Metric]:
         return []

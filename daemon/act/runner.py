@@ -10,6 +10,10 @@ crashes are retried with exponential backoff up to the step's ``max_attempts``.
 A worker's only input is its spec file (actions.contract.WorkerSpec, written 0600 because it
 may carry the API token for a canary's judge, and removed when the attempt ends); each step's
 outcome, wall time and last training progress go to ``lifeguard_action_*`` on /metrics.
+
+Several instances may share one store: a run executes under a renewed lease whose fencing token
+every state change (and the deploy step's every rollout write) carries. A moved model stops its
+run at the next step boundary; a lease taken over (after it lapsed) kills the worker.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,8 +37,9 @@ from actions.contract import StepContext, WorkerSettings, WorkerSpec, content_sh
 from actions.errors import StepError
 from actions.progress import ActionMetrics, Progress
 from actions.steps import STEPS, check_params
+from daemon.act.leases import LeaseKeeper
 from daemon.act.runs import ActionRun, RunState, StepRecord
-from daemon.act.store import StateStore
+from daemon.act.store import Fence, StateStore
 from lifeguard.files import atomic_write
 
 if TYPE_CHECKING:
@@ -62,12 +68,20 @@ class Runner:
         python: str = sys.executable,
         owns: Callable[[str], bool] | None = None,
         registry: CollectorRegistry | None = None,
+        owner: str | None = None,
+        lease_ttl_s: float = 30.0,
+        take_over_on_start: bool | None = None,
+        prepare: Callable[[ActionRun, Fence], None] | None = None,
     ) -> None:
         """``settings`` go to every step in its spec file; ``worker_env`` is only the worker
         process's environment (PYTHONPATH, library switches), never lifeguard's settings.
         ``owns(model)`` says whether this instance acts for a model (partition ownership when
         several daemons share one store); default: every model. Step metrics go on
-        ``registry`` when given."""
+        ``registry`` when given. ``owner`` names this instance in run leases (default
+        host-pid), which lapse ``lease_ttl_s`` after their last renewal. ``take_over_on_start``
+        (default: a SQLite store, one instance's alone): runs a previous process leased are
+        taken over at once. ``prepare`` gives a run created on another instance what it lacks
+        (its snapshot) before the first step."""
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
         if poll_interval <= 0:
@@ -82,6 +96,10 @@ class Runner:
         self.metrics = ActionMetrics(registry) if registry is not None else None
         self._python = python
         self._owns = owns or (lambda model: True)
+        self.leases = LeaseKeeper(store, owner or f"{socket.gethostname()}-{os.getpid()}",
+                                  lease_ttl_s)
+        self._take_over = not store.shared if take_over_on_start is None else take_over_on_start
+        self._prepare = prepare
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -94,13 +112,16 @@ class Runner:
     def start(self) -> Runner:
         """Resume interrupted runs, then schedule queued ones in a background thread."""
         for run in self.store.list_runs(states=[RunState.RUNNING], limit=10_000):
-            if not self._owns(run.model):
+            if self._take_over:  # its previous holder was this instance, before a restart
+                self.store.acquire_lease(run.id, self.leases.owner, self.leases.ttl_s, force=True)
+            if not self._owns(run.model):  # (a daemon owns nothing before it joins its group)
                 continue
             self.store.audit("run.resuming", "runner", run.model, run.id,
                              {"next_step": run.next_step, "n_steps": run.n_steps})
         self._loop = threading.Thread(target=self._schedule_forever, name="lifeguard-runner",
                                       daemon=True)
         self._loop.start()
+        self.leases.start(self._stop)
         return self
 
     def wake(self) -> None:
@@ -115,6 +136,7 @@ class Runner:
             self._loop.join(timeout_s)
         for thread in list(self._active.values()):
             thread.join(timeout_s)
+        self.leases.join(timeout_s)
 
     @property
     def active_runs(self) -> list[str]:
@@ -164,34 +186,52 @@ class Runner:
     def _execute_safely(self, run_id: str) -> None:
         try:
             self.execute(run_id)
-        except Exception as exc:
-            log.exception("run %s crashed in the runner", run_id)
-            self.store.transition(run_id, RunState.FAILED, "runner", [RunState.RUNNING],
-                                  error=f"runner error: {exc!r}")
+        except Exception:  # the store failed before the run was leased: the next poll retries
+            log.exception("run %s could not be started", run_id)
 
     def execute(self, run_id: str) -> None:
+        """Run ``run_id`` to its end under a lease; returns at once when another instance
+        holds the run, and at a step boundary when this one no longer owns the model."""
+        run = self.store.get_run(run_id)
+        if run is not None and run.state in (RunState.QUEUED, RunState.RUNNING):
+            self.leases.run_under_lease(run, self._execute)
+
+    def _execute(self, run_id: str, fence: Fence) -> None:
         run = self.store.get_run(run_id)
         if run is None:
             return
         if run.state is RunState.QUEUED and not self.store.transition(
-            run_id, RunState.RUNNING, "runner", [RunState.QUEUED], {"n_steps": run.n_steps}
+            run_id, RunState.RUNNING, "runner", [RunState.QUEUED], {"n_steps": run.n_steps},
+            fence=fence,
         ):
             return
+        prepared = False
         while not self._stop.is_set():
             run = self.store.get_run(run_id)
             if run is None or run.state is not RunState.RUNNING:
                 return
+            if (self._prepare is not None and not prepared and run.next_step == 0
+                    and run.snapshot_path is None and run.evidence.get("snapshot_deferred")):
+                prepared = True
+                self._prepare(run, fence)
+                continue
             done = self.store.steps(run_id)[-1:]
             if done and done[0].status == RunState.ROLLED_BACK.value:
                 # Checked here, not only after the step: a kill -9 between recording the
                 # step and ending the run must not let the pipeline go on after a rollback.
                 self.store.transition(run_id, RunState.ROLLED_BACK, "runner",
                                       [RunState.RUNNING], {"step": done[0].name,
-                                                           **done[0].evidence})
+                                                           **done[0].evidence}, fence=fence)
                 return
             if run.next_step >= run.n_steps:
                 self.store.transition(run_id, RunState.SUCCEEDED, "runner", [RunState.RUNNING],
-                                      {"steps": run.n_steps})
+                                      {"steps": run.n_steps}, fence=fence)
+                return
+            if not self._owns(run.model):
+                # The model moved to another instance: stop here, at a step boundary; the
+                # lease is released on the way out so the new owner need not wait it out.
+                self.store.audit("run.handed_over", fence.owner, run.model, run_id,
+                                 {"next_step": run.next_step, "token": fence.token})
                 return
             if run.model in self.store.paused_models():
                 self._stop.wait(self.poll_interval)  # paused between steps: hold here
@@ -229,7 +269,7 @@ class Runner:
                     return False
                 continue
             self.store.transition(run.id, RunState.FAILED, "runner", [RunState.RUNNING],
-                                  evidence, error=error)
+                                  evidence, error=error, fence=self.leases.fence(run.id))
             return False
         return False
 
@@ -242,7 +282,7 @@ class Runner:
         record = StepRecord(index=index, name=step["name"], status=result["status"],
                             artifacts=result["artifacts"], evidence=evidence,
                             attempts=max(attempt, 1))
-        self.store.complete_step(run.id, record)
+        self.store.complete_step(run.id, record, fence=self.leases.fence(run.id))
         return True  # the run loop ends a rolled-back run before the next step
 
     def _finished_before(self, run: ActionRun, index: int) -> dict[str, Any] | None:
@@ -287,11 +327,19 @@ class Runner:
         ctx = StepContext.for_step(
             run_id=run.id, model=run.model, step=step["name"], step_index=index,
             attempt=attempt, work_dir=self.work_root / run.id, params=params,
-            artifacts=artifacts, settings=self.settings,
+            artifacts=artifacts, settings=self._settings_for(run.id),
             snapshot=Path(run.snapshot_path).resolve() if run.snapshot_path else None,
             champion_dir=Path(run.champion_path).resolve() if run.champion_path else None)
         return WorkerSpec(ref=step.get("uses") or step["name"], context=ctx, verify=sums,
                           parent_pid=os.getpid(), result_path=result_path)
+
+    def _settings_for(self, run_id: str) -> WorkerSettings:
+        """The deploy target carries the run's fence: its every rollout write checks it."""
+        fence = self.leases.fence(run_id)
+        if self.settings.deploy is None or fence is None:
+            return self.settings
+        deploy = self.settings.deploy.model_copy(update={"fence": fence})
+        return self.settings.model_copy(update={"deploy": deploy})
 
     def _attempt(self, run: ActionRun, index: int, attempt: int) -> _Attempt:
         step = run.steps[index]
@@ -307,11 +355,11 @@ class Runner:
         spec_path = stem.with_suffix(".spec.json")
         atomic_write(spec_path, spec.model_dump_json(), mode=0o600)
         try:
-            return self._spawn(step, spec_path, result_path, stem)
+            return self._spawn(run.id, step, spec_path, result_path, stem)
         finally:
             spec_path.unlink(missing_ok=True)  # it may hold the token: not kept past the attempt
 
-    def _spawn(self, step: Mapping[str, Any], spec_path: Path, result_path: Path,
+    def _spawn(self, run_id: str, step: Mapping[str, Any], spec_path: Path, result_path: Path,
                stem: Path) -> _Attempt:
         # The spec is the worker's only input: none of the daemon's own LIFEGUARD_* variables
         # (its API token among them) leak into a step's environment.
@@ -331,7 +379,7 @@ class Runner:
             )
             deadline = time.monotonic() + timeout
             while proc.poll() is None:
-                if self._stop.is_set():
+                if self._stop.is_set() or self.leases.lost(run_id):
                     _kill(proc)
                     return _Attempt("stopped", {})
                 if time.monotonic() > deadline:

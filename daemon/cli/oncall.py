@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from daemon.cli import app
+from lifeguard.config import parse_duration
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -171,9 +172,8 @@ def _print_json(value: Any) -> None:
 
 def parse_since(value: str) -> float:
     """``2h`` / ``30m`` / ``1d`` ago, an ISO 8601 time, or epoch seconds → epoch seconds."""
-    if match := _AGO.match(value.strip()):
-        scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-        return time.time() - float(match.group(1)) * scale
+    if _AGO.match(value.strip()):
+        return time.time() - float(parse_duration(value))
     try:
         return float(value)
     except ValueError:
@@ -254,10 +254,10 @@ def runs(url: Url = DEFAULT_URL,
 
 @app.command()
 def show(run_id: Annotated[str, typer.Argument(help="The run id, or a unique prefix of it.")],
-         url: Url = DEFAULT_URL, as_json: AsJson = False) -> None:
+         url: Url = DEFAULT_URL, as_json: AsJson = False, token: Token = None) -> None:
     """One run: why it started (each breached detector's numbers), its steps, every transition
-    with actor and evidence."""
-    r = _call("GET", url, f"/runs/{resolve_run_id(url, run_id)}")
+    with actor and evidence (tracebacks and log tails only with the token)."""
+    r = _call("GET", url, f"/runs/{resolve_run_id(url, run_id)}", token=token)
     if as_json:
         return _print_json(r)
     console = _console()
@@ -351,11 +351,11 @@ def audit(url: Url = DEFAULT_URL,
           = None,
           model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
           run: Annotated[str | None, typer.Option(help="Only this run.")] = None,
-          limit: int = 200, as_json: AsJson = False) -> None:
+          limit: int = 200, as_json: AsJson = False, token: Token = None) -> None:
     """The audit log: every state change with its actor and evidence, oldest first."""
     params = {"since": parse_since(since) if since else None, "model": model, "run": run,
               "limit": limit}
-    answer = _call("GET", url, "/audit", params=params)
+    answer = _call("GET", url, "/audit", token=token, params=params)
     if as_json:
         return _print_json(answer)
     table = _table("audit", ["time", "actor", "action", "model", "run", "evidence"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -52,13 +53,16 @@ def replica(
     InferenceEvent per request to Kafka."""
     from pydantic import ValidationError
 
+    from deploy.fleet import REPLICA_TOKEN_ENV
     from deploy.replica import ReplicaSettings, serve
 
     try:
         settings = ReplicaSettings.model_validate(dict(
             repository=repository, models=model or [], host=host, port=port, name=name,
             kafka=kafka, topic=topic, sample_rate=sample_rate, device=device, threads=threads,
-            workers=workers, max_batch=max_batch, batch_wait_ms=batch_wait_ms))
+            workers=workers, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+            # The repository API's token comes from the environment, never the command line.
+            control_token=os.environ.get(REPLICA_TOKEN_ENV) or None))
     except ValidationError as exc:
         for error in exc.errors():
             where = ".".join(str(p) for p in error["loc"])

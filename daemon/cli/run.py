@@ -22,7 +22,11 @@ def _load(config: Path):  # type: ignore[no-untyped-def]
     from daemon.config import ConfigError, load_config
 
     try:
-        return load_config(config)
+        loaded = load_config(config)
+        # Tokens may come from the environment: a short one there is as wrong as in the file.
+        loaded.api.resolved_token()
+        loaded.api.resolved_webhook_token()
+        return loaded
     except ConfigError as exc:
         typer.secho(f"invalid config: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None

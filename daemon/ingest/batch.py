@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from daemon.events import Event
+from lifeguard.errors import LifeguardError
 
 TopicPartitionId = tuple[str, int]
 
@@ -26,6 +27,15 @@ class PartitionBatch:
     first_offset: int  # offset of the first message in the batch (valid or not)
     last_offset: int  # offset of the last message in the batch (valid or not)
     replay: bool = False
+
+
+class RejectedEvents(LifeguardError):
+    """Raised by a sink that applied every event of a batch except these (index in
+    ``batch.events`` -> why): ingest dead-letters them and must not apply the batch again."""
+
+    def __init__(self, failures: dict[int, str]) -> None:
+        super().__init__(f"{len(failures)} event(s) rejected")
+        self.failures = failures
 
 
 class EventSink(Protocol):

@@ -11,8 +11,20 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from lifeguard.processes import own_group_dying_with_parent
+
+# What a KafkaAdminClient or KafkaProducer takes from the consumer's client_options: the
+# connection's security; consumer-only settings (fetch sizes, ...) would be refused.
+_CONNECTION_PREFIXES = ("security", "sasl", "ssl", "api_version", "connections_max_idle",
+                        "reconnect_backoff", "request_timeout", "retry_backoff",
+                        "metadata_max_age", "socket_options", "client_id")
+
+
+def admin_options(client_options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in client_options.items() if k.startswith(_CONNECTION_PREFIXES)
+            and k != "request_timeout_ms"}
 
 
 def free_port() -> int:
@@ -91,16 +103,21 @@ class LocalBroker:
         self.stop()
 
 
-def ensure_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 10.0) -> None:
-    """Create the topics that do not exist yet (name -> partitions)."""
+def ensure_topics(bootstrap: str | list[str], topics: dict[str, int], timeout_s: float = 10.0,
+                  client_options: dict[str, Any] | None = None,
+                  replication_factor: int = 1) -> None:
+    """Create the topics that do not exist yet (name -> partitions), connecting with the same
+    ``client_options`` (security_protocol, sasl_*, ssl_*) as the consumer."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
+                             **admin_options(client_options or {}))
     try:
         existing = set(admin.list_topics())
-        missing = [NewTopic(name, n, 1) for name, n in topics.items() if name not in existing]
+        missing = [NewTopic(name, n, replication_factor) for name, n in topics.items()
+                   if name not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(missing)

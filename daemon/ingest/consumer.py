@@ -1,8 +1,9 @@
 """Kafka ingest: a consumer-group consumer on its own thread, at-least-once.
 
-Per poll: decode and validate every message, dead-letter the invalid ones (reason and source
-in headers), apply the valid ones to the sink, and only then commit. A failed commit is retried
-on the next loop; a failed dead-letter send rewinds the partition, so nothing is ever dropped.
+Per poll: decode and validate every message, apply the valid ones to the sink, dead-letter the
+rest (daemon.ingest.dead_letter), and only then commit. A failed commit is retried on the next
+loop. A dead letter that cannot be delivered is kept and retried with backoff while its
+partition is paused and committed only up to it: nothing is dropped, nothing applied twice.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from daemon.events import Event, EventError, decode
-from daemon.ingest.batch import EventSink, PartitionBatch, TopicPartitionId
+from daemon.ingest.admission import Admission
+from daemon.ingest.batch import EventSink, PartitionBatch, RejectedEvents, TopicPartitionId
+from daemon.ingest.broker import admin_options
 from daemon.ingest.config import KafkaConfig
+from daemon.ingest.dead_letter import Blocked, DeadLetter, DeadLetterBackoff, DeadLetterSender
+from daemon.ingest.limits import FieldLimits
 from daemon.ingest.metrics import IngestMetrics
 
 if TYPE_CHECKING:
@@ -29,13 +35,6 @@ log = logging.getLogger(__name__)
 LAG_EVERY_S = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    record: ConsumerRecord
-    reason: str
-    detail: str
-
-
 class Ingestor:
     """Owns one KafkaConsumer and the thread that polls it.
 
@@ -43,15 +42,20 @@ class Ingestor:
     """
 
     def __init__(self, config: KafkaConfig, bootstrap: list[str], sink: EventSink,
-                 metrics: IngestMetrics) -> None:
+                 metrics: IngestMetrics, configured_models: Sequence[str] = ()) -> None:
         self.config = config
+        # Before any sink: a label a producer chooses must not grow metrics or memory.
+        self.admission = Admission(configured_models, config.max_models, config.max_versions,
+                                   config.version_idle)
+        self.limits = FieldLimits(config.max_text_bytes, config.max_id_bytes,
+                                  config.max_input_fields,
+                                  lambda field: metrics.truncated.labels(field).inc())
         self.bootstrap = bootstrap
         self.sink = sink
         self.metrics = metrics
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: KafkaConsumer | None = None
-        self._producer: KafkaProducer | None = None
         # Offsets applied but not yet committed (commit failed): retried every loop.
         self._pending: dict[TopicPartition, int] = {}
         # Partition -> offset below which messages are replays of committed history.
@@ -59,9 +63,16 @@ class Ingestor:
         self._last_lag = 0.0
         self._next_offset: dict[TopicPartition, int] = {}
         self._needs_replay: set[TopicPartition] = set()
+        # Dead letters not delivered yet, per (paused) partition, in offset order.
+        self._owed: dict[TopicPartition, list[DeadLetter]] = {}
+        self._backoff = DeadLetterBackoff(config.dead_letter_retries, config.dead_letter_backoff,
+                                          config.dead_letter_max_backoff)
+        self._sender: DeadLetterSender | None = None
+        self._last_dead_letter_error = ""
         self.last_loop = 0.0  # monotonic time of the last completed loop, for health
         self.assignment: frozenset[TopicPartitionId] = frozenset()
         self.joined = False  # set once the group has assigned partitions at least once
+        self.partition_counts: dict[str, int] = {}  # topic -> partitions, at the last rebalance
         self.error: BaseException | None = None
 
     # -- lifetime ---------------------------------------------------------------------------
@@ -82,7 +93,8 @@ class Ingestor:
     def _run(self) -> None:
         try:
             self._consumer = self._make_consumer()
-            self._producer = self._make_producer()
+            self._sender = DeadLetterSender(self._make_producer, self.config.dead_letter_topic,
+                                            self._max_request_bytes())
             while not self._stop.is_set():
                 self._poll_once()
                 self.last_loop = time.monotonic()
@@ -116,12 +128,20 @@ class Ingestor:
     def _make_producer(self) -> KafkaProducer:
         from kafka import KafkaProducer
 
-        options = {k: v for k, v in self.config.client_options.items()
-                   if k.startswith(("security", "sasl", "ssl"))}
+        options = {k: v for k, v in admin_options(self.config.client_options).items()
+                   if k != "client_id"}
+        # max_block_ms: a topic whose metadata never comes must fail the send, not the loop.
         return KafkaProducer(bootstrap_servers=self.bootstrap, client_id=self.config.client_id,
-                             acks="all", linger_ms=5, retries=5,
-                             max_request_size=max(1 << 20, self.config.max_message_bytes * 2),
-                             **options)
+                             acks="all", linger_ms=5, retries=5, max_block_ms=5000,
+                             request_timeout_ms=10_000,
+                             max_request_size=self._max_request_bytes(), **options)
+
+    def _max_request_bytes(self) -> int:
+        return max(1 << 20, self.config.max_message_bytes * 2)
+
+    def paused_partitions(self) -> dict[TopicPartitionId, Blocked]:
+        """Partitions held back because the dead-letter topic refuses their records."""
+        return {(tp.topic, tp.partition): b for tp, b in self._backoff.paused().items()}
 
     def _shutdown(self) -> None:
         consumer = self._consumer
@@ -134,16 +154,15 @@ class Ingestor:
                 consumer.close(autocommit=False)
             except Exception:
                 log.debug("consumer close failed", exc_info=True)
-        if self._producer is not None:
-            try:
-                self._producer.close(timeout=5)
-            except Exception:
-                log.debug("producer close failed", exc_info=True)
+        if self._sender is not None:
+            self._sender.close()
 
     # -- the loop ---------------------------------------------------------------------------
 
     def _poll_once(self) -> None:
         assert self._consumer is not None
+        for tp in self._backoff.due():
+            self._retry_owed(tp)
         try:
             records = self._consumer.poll(timeout_ms=self.config.poll_timeout_ms,
                                           max_records=self.config.max_batch)
@@ -167,51 +186,153 @@ class Ingestor:
 
     def _process(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         limit = self.config.max_message_bytes
-        dead: list[DeadLetter] = []
+        admit = self.admission.check
+        capped = self.limits.apply
+        now = time.monotonic()
+        skew = self.config.max_event_skew
+        wall = time.time()
+        dead: dict[TopicPartition, list[DeadLetter]] = {}
         for tp, messages in records.items():
+            if tp in self._owed:
+                # Fetched before the pause took effect: read again once the partition resumes.
+                self._consumer.seek(tp, messages[0].offset)  # type: ignore[union-attr]
+                continue
+            letters = dead.setdefault(tp, [])
             valid: list[Event] = []
+            valid_records: list[ConsumerRecord] = []
             replayed: list[Event] = []
             replay_until = self._replay_until.get(tp, -1)
+            partition = (tp.topic, tp.partition)
             for record in messages:
                 try:
                     event = decode(record.value, limit)
                 except EventError as exc:
                     if record.offset >= replay_until:
-                        dead.append(DeadLetter(record, exc.reason, exc.detail))
+                        letters.append(DeadLetter(record, exc.reason, exc.detail))
                     continue
-                (replayed if record.offset < replay_until else valid).append(event)
+                event = capped(event)
+                refused = admit(event, partition, now)
+                if refused is not None:
+                    if record.offset >= replay_until:
+                        letters.append(DeadLetter(record, *refused))
+                    continue
+                if skew is not None:
+                    event = self._clamp(event, record.timestamp, wall, skew)
+                if record.offset < replay_until:
+                    replayed.append(event)
+                else:
+                    valid.append(event)
+                    valid_records.append(record)
             first, last = messages[0].offset, messages[-1].offset
             if replayed:
                 self._apply(PartitionBatch(tp.topic, tp.partition, replayed, first,
-                                           min(last, replay_until - 1), replay=True), dead)
+                                           min(last, replay_until - 1), replay=True), [], letters)
             if valid:
                 self._apply(PartitionBatch(tp.topic, tp.partition, valid,
-                                           max(first, replay_until), last), dead)
+                                           max(first, replay_until), last), valid_records,
+                            letters)
             if last + 1 >= replay_until:
                 self._replay_until.pop(tp, None)
-        if dead and not self._dead_letter(dead):
-            # Nothing is committed past a message that is neither applied nor dead-lettered.
-            for tp, messages in records.items():
-                self._consumer.seek(tp, messages[0].offset)  # type: ignore[union-attr]
-            return
-        for tp, messages in records.items():
-            self._pending[tp] = self._next_offset[tp] = messages[-1].offset + 1
+            self._next_offset[tp] = last + 1
+        for model, version in self.admission.take_retired():
+            self.metrics.forget_version(model, version)
+        for tp, letters in dead.items():
+            letters.sort(key=lambda letter: letter.record.offset)
+            self._settle(tp, letters)
         self._commit_pending()
 
-    def _apply(self, batch: PartitionBatch, dead: list[DeadLetter]) -> None:
+    def _clamp(self, event: Event, record_ms: int, wall: float, skew: float) -> Event:
+        """Event time is the producer's word: hold it within ``skew`` of the broker's record
+        time, and ahead of it never past the daemon's own clock plus ``skew``. A far-future
+        time would otherwise evict windows, expire every pending label and hide silence."""
+        ts = event.ts_s
+        record = record_ms / 1000.0 if record_ms >= 0 else wall
+        high = min(record, wall) + skew
+        if ts > high:
+            self.metrics.clamped.labels("future").inc()
+            return msgspec.structs.replace(event, ts=high * 1000.0)
+        if ts < record - skew:
+            self.metrics.clamped.labels("past").inc()
+            return msgspec.structs.replace(event, ts=(record - skew) * 1000.0)
+        return event
+
+    def _settle(self, tp: TopicPartition, letters: list[DeadLetter]) -> None:
+        """Deliver a partition's dead letters; commit up to the first one not delivered."""
+        owed = self._deliver(letters)
+        if not owed:
+            self._pending[tp] = self._next_offset[tp]
+            return
+        first = owed[0].record.offset
+        self._owed[tp] = owed
+        self._pending[tp] = first
+        self._hold(tp, first, owed)
+
+    def _deliver(self, letters: list[DeadLetter]) -> list[DeadLetter]:
+        """Send; count what was delivered; return what was not, in offset order."""
+        if not letters:
+            return []
+        assert self._sender is not None
+        owed: list[DeadLetter] = []
+        for letter, error in zip(letters, self._sender.send(letters), strict=True):
+            if error is None:
+                self.metrics.dead_lettered.labels(letter.reason).inc()
+            else:
+                owed.append(letter)
+                self._last_dead_letter_error = error
+        return owed
+
+    def _hold(self, tp: TopicPartition, first: int, owed: list[DeadLetter]) -> None:
+        error = self._last_dead_letter_error
+        self.metrics.consumer_errors.labels("dead_letter_send").inc()
+        entry = self._backoff.failed(tp, first, error)
+        log.warning("dead-letter send failed for %d record(s) of %s:%d from offset %d (%s); "
+                    "partition paused, retry %d in %.1fs", len(owed), tp.topic, tp.partition,
+                    first, error, entry.attempts, entry.retry_at - time.monotonic())
+        if self._consumer is not None and tp in self._consumer.assignment():
+            self._consumer.pause(tp)
+        self._report_paused()
+
+    def _retry_owed(self, tp: TopicPartition) -> None:
+        owed = self._owed.get(tp)
+        if owed is None:
+            self._backoff.forget(tp)
+            self._report_paused()
+            return
+        still = self._deliver(owed)
+        if still:
+            self._owed[tp] = still
+            self._pending[tp] = still[0].record.offset
+            self._hold(tp, still[0].record.offset, still)
+            return
+        del self._owed[tp]
+        self._backoff.succeeded(tp)
+        self._pending[tp] = self._next_offset[tp]
+        if self._consumer is not None and tp in self._consumer.assignment():
+            self._consumer.resume(tp)
+        self._commit_pending()
+        self._report_paused()
+
+    def _report_paused(self) -> None:
+        self.metrics.paused_partitions.set(len(self._backoff.paused()))
+
+    def _apply(self, batch: PartitionBatch, records: Sequence[ConsumerRecord],
+               dead: list[DeadLetter]) -> None:
         try:
             self.sink.apply(batch)
+        except RejectedEvents as exc:
+            # Applied but for these: dead-letter them as the records they came from.
+            if not batch.replay:
+                dead.extend(DeadLetter(records[i], "apply_error", reason)
+                            for i, reason in sorted(exc.failures.items()))
         except Exception:
             log.exception("applying a batch failed; retrying its events one by one")
-            self._apply_one_by_one(batch, dead)
+            self._apply_one_by_one(batch, records, dead)
 
-    def _apply_one_by_one(self, batch: PartitionBatch, dead: list[DeadLetter]) -> None:
-        # A poison event must neither wedge the partition nor vanish: it is dead-lettered.
-        from kafka.consumer.fetcher import ConsumerRecord
-
-        from daemon.events import encode
-
-        for event in batch.events:
+    def _apply_one_by_one(self, batch: PartitionBatch, records: Sequence[ConsumerRecord],
+                          dead: list[DeadLetter]) -> None:
+        # A poison event must neither wedge the partition nor vanish: it is dead-lettered as
+        # the record it came from (its own offset and bytes).
+        for i, event in enumerate(batch.events):
             single = PartitionBatch(batch.topic, batch.partition, [event], batch.first_offset,
                                     batch.last_offset, batch.replay)
             try:
@@ -219,37 +340,8 @@ class Ingestor:
             except Exception as exc:
                 if batch.replay:
                     continue
-                record = ConsumerRecord(batch.topic, batch.partition, -1, batch.first_offset,
-                                        0, 0, event.model.encode(), encode(event), [], None,
-                                        -1, -1, -1)
-                dead.append(DeadLetter(record, "apply_error", f"{type(exc).__name__}: {exc}"))
-
-    def _dead_letter(self, dead: list[DeadLetter]) -> bool:
-        assert self._producer is not None
-        futures = []
-        try:
-            for letter in dead:
-                r = letter.record
-                headers = [
-                    ("lifeguard.reason", letter.reason.encode()),
-                    ("lifeguard.error", letter.detail.encode()[:1000]),
-                    ("lifeguard.source.topic", r.topic.encode()),
-                    ("lifeguard.source.partition", str(r.partition).encode()),
-                    ("lifeguard.source.offset", str(r.offset).encode()),
-                ]
-                futures.append(self._producer.send(self.config.dead_letter_topic, key=r.key,
-                                                   value=r.value, headers=headers))
-            self._producer.flush(timeout=10)
-            for future in futures:
-                future.get(timeout=10)
-        except Exception as exc:
-            self.metrics.consumer_errors.labels("dead_letter_" + type(exc).__name__).inc()
-            log.warning("dead-letter send failed (%s); the batch will be re-read", exc)
-            time.sleep(0.5)
-            return False
-        for letter in dead:
-            self.metrics.dead_lettered.labels(letter.reason).inc()
-        return True
+                dead.append(DeadLetter(records[i], "apply_error",
+                                       f"{type(exc).__name__}: {exc}"))
 
     def _commit_pending(self) -> None:
         if not self._pending or self._consumer is None:
@@ -285,11 +377,16 @@ class Ingestor:
         ids = [(tp.topic, tp.partition) for tp in revoked]
         for tp in revoked:
             self._pending.pop(tp, None)
+            # The new owner re-reads from the committed offset: the first record still owed.
+            self._owed.pop(tp, None)
+            self._backoff.forget(tp)
             self._needs_replay.discard(tp)
             self._replay_until.pop(tp, None)
             self._next_offset.pop(tp, None)
         self.sink.release(ids)
+        self.admission.release(ids)
         self.metrics.forget_partitions(ids)
+        self._report_paused()
         self._set_assignment()
 
     def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
@@ -306,25 +403,60 @@ class Ingestor:
         committed): the seek fetches them again, after the replayed history."""
         consumer = self._consumer
         assert consumer is not None
-        depth = self.config.replay_messages
+        depth = self.config.replay_messages or 0
+        retry: set[TopicPartition] = set()
         for tp in list(self._needs_replay):
             fetched = records.pop(tp, None)
             if tp not in consumer.assignment():
                 continue
-            committed = consumer.committed(tp)
+            try:
+                committed = consumer.committed(tp)
+            except Exception as exc:
+                # Not fatal: read on from where the poll was (or the group's position), and
+                # try the replay again after the next poll.
+                self.metrics.consumer_errors.labels("committed_" + type(exc).__name__).inc()
+                log.warning("committed offset of %s:%d unavailable (%s); replay retried",
+                            tp.topic, tp.partition, exc)
+                if fetched:
+                    consumer.seek(tp, fetched[0].offset)
+                retry.add(tp)
+                continue
             if committed:
                 # By offset, not by time: offsets_for_times is not reliable on every broker.
                 consumer.seek(tp, max(0, committed - depth))
                 self._replay_until[tp] = committed
             elif fetched:
                 consumer.seek(tp, fetched[0].offset)
-        self._needs_replay.clear()
+        self._needs_replay = retry
 
     def _set_assignment(self) -> None:
         consumer = self._consumer
         parts = consumer.assignment() if consumer is not None else set()
         self.assignment = frozenset((tp.topic, tp.partition) for tp in parts)
         self.metrics.assigned.set(len(self.assignment))
+        if consumer is not None:
+            counts = {}
+            for topic in self.config.topics:
+                try:  # from the metadata the group join just fetched
+                    counts[topic] = len(consumer.partitions_for_topic(topic))
+                except Exception:  # a metadata hiccup: keep what was known
+                    log.warning("no partition count for %s", topic, exc_info=True)
+            self.partition_counts = {**self.partition_counts,
+                                     **{t: n for t, n in counts.items() if n > 0}}
+
+    def owns_key(self, key: str) -> bool:
+        """Whether this instance is assigned the partition a message keyed ``key`` goes to
+        (kafka-python's default partitioner: murmur2 of the key), on any consumed topic."""
+        assignment = self.assignment
+        return any((topic, partition_of(key, n)) in assignment
+                   for topic, n in self.partition_counts.items())
+
+
+def partition_of(key: str, n_partitions: int) -> int:
+    """The partition kafka-python's (and Java's) default partitioner picks for ``key``."""
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % n_partitions
 
 
 def _listener(ingestor: Ingestor) -> Any:

@@ -58,6 +58,10 @@ class BatchHistogram(Collector):
             series[0][:] += counts
             series[1][0] += total
 
+    def forget(self, labels: tuple[str, ...]) -> None:
+        with self._lock:
+            self._series.pop(labels, None)
+
     def collect(self) -> Iterable[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         with self._lock:
@@ -129,6 +133,22 @@ class IngestMetrics:
         self.lag = Gauge("lifeguard_consumer_lag_messages",
                          "Messages behind the partition's high watermark.",
                          ["topic", "partition"], registry=registry)
+        self.truncated = Counter(
+            "lifeguard_truncated_fields",
+            "Event fields cut to kafka.max_text_bytes / max_id_bytes / max_input_fields.",
+            ["field"], registry=registry)
+        self.clamped = Counter(
+            "lifeguard_clamped_events",
+            "Events whose time was clamped to kafka.max_event_skew of the broker's record time.",
+            ["direction"], registry=registry)
+        self.retired_versions = Counter(
+            "lifeguard_retired_versions",
+            "Model versions retired (idle, over kafka.max_versions): their series removed.",
+            registry=registry)
+        self.paused_partitions = Gauge(
+            "lifeguard_paused_partitions",
+            "Partitions paused because the dead-letter topic refuses their records.",
+            registry=registry)
         self.assigned = Gauge("lifeguard_assigned_partitions",
                               "Partitions this instance owns.", registry=registry)
         self.latency = BatchHistogram("lifeguard_inference_latency_seconds",
@@ -140,6 +160,16 @@ class IngestMetrics:
         self.last_event = _LastEventCollector(clock)
         for collector in (self.latency, self.ttft, self.last_event):
             registry.register(collector)
+
+    def forget_version(self, model: str, version: str) -> None:
+        """A retired version's series leave the exposition (cardinality stays bounded)."""
+        self.retired_versions.inc()
+        for counter, labels in ((self.events, ("ok", "error")), (self.tokens, ("in", "out"))):
+            for last in labels:
+                with contextlib.suppress(KeyError):
+                    counter.remove(model, version, last)
+        self.latency.forget((model, version))
+        self.ttft.forget((model, version))
 
     def forget_partitions(self, partitions: Sequence[TopicPartitionId]) -> None:
         for topic, partition in partitions:

@@ -6,6 +6,7 @@ Every cap here is what bounds memory: traffic never does.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -62,3 +63,26 @@ class EvaluationConfig(StrictModel):
         if self.interval == 0 and self.every_events == 0:
             raise ValueError("set interval and/or every_events, or evaluation never runs")
         return self
+
+
+class EvaluatorConfig(StrictModel):
+    """Where detector passes run (for every model), and what happens to one that fails."""
+
+    isolation: Literal["process", "thread"] = Field(
+        "process", description="process: passes run in evaluation worker processes, outside "
+        "the ingest process's interpreter lock (Evidently and the sentence encoder load "
+        "there only); thread: in the daemon process (tests, debugging).")
+    workers: int = Field(
+        1, ge=1, le=64, description="Evaluation lanes (a worker process each); a model is "
+        "pinned to one, and models of a lane take turns, least recently evaluated first.")
+    pass_timeout: Duration = Field(
+        300.0, gt=0, description="A pass still running after this is killed (its worker "
+        "too) and retried.")
+    start_timeout: Duration = Field(
+        120.0, gt=0, description="How long a new worker may take to import and warm up.")
+    nice: int = Field(
+        10, ge=0, le=19, description="Niceness of worker processes: when cores are short, "
+        "ingest goes first and passes wait (lifeguard_evaluation_lag_seconds shows it).")
+    retries: int = Field(2, ge=0, le=10,
+                         description="Immediate retries of a pass whose worker crashed or "
+                         "hung (on a fresh worker).")

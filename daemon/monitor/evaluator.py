@@ -1,318 +1,249 @@
-"""The evaluator: an APScheduler job per model runs its detectors on (reference, current).
-
-A pass publishes every statistic (not only the verdict) as gauges, stores the evaluation with
-its evidence, hands it to the policy, and renders the full Evidently report only on a breach.
+"""The evaluator, ingest side: cuts each model's window deltas, has a backend run the pass (an
+evaluation worker process, or a thread), and publishes the outcome: gauges, counters, the lag
+per model, and the sinks (the policy). Scheduling lives in ``scheduler``, the pass itself in
+``detector_pass``; with process isolation nothing here imports Evidently or the encoder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-import numpy as np
-import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-import detectors.columns as col
-from daemon.monitor.config import EvaluationConfig
+from daemon.monitor.config import EvaluatorConfig
+from daemon.monitor.deltas import Cursor, PassDelta
+from daemon.monitor.detector_pass import ModelSpec, PassEngine, PassOutcome
 from daemon.monitor.evaluation import Evaluation
+from daemon.monitor.evaluation_worker import WorkerLost, WorkerProcess
+from daemon.monitor.scheduler import PassScheduler
 from daemon.monitor.window_store import WindowStore
-from daemon.monitor.windows import RowsSnapshot
-from detectors.columns import feature_column
 from detectors.result import Verdict
-from lifeguard.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-REPORT_EVERY_S = 600.0
+
+class Backend(Protocol):
+    def ensure(self) -> object: ...
+
+    def run(self, delta: PassDelta, timeout: float) -> list[PassOutcome]: ...
+
+    def kill(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
-class Encoder(Protocol):
-    def embed(self, texts: list[str]) -> np.ndarray: ...
+class ThreadBackend:
+    """Passes in the daemon's own process (``evaluation.isolation: thread``)."""
+
+    def __init__(self, specs: Sequence[ModelSpec]) -> None:
+        self.specs = list(specs)
+        self._engine: PassEngine | None = None
+
+    def ensure(self) -> None:
+        if self._engine is None:
+            from daemon.monitor.detector_pass import build_engine, warm_up
+
+            self._engine = build_engine(self.specs)
+            warm_up()
+
+    def run(self, delta: PassDelta, timeout: float) -> list[PassOutcome]:
+        self.ensure()
+        assert self._engine is not None
+        return self._engine.run(delta)
+
+    def kill(self) -> None:
+        """A thread cannot be killed: the pass in flight finishes."""
+
+    def close(self) -> None:
+        self._engine = None
 
 
 @dataclass
-class ModelEvaluation:
-    """What the evaluator needs for one model: its detector suite and cadence."""
+class Lane:
+    """One backend and the models pinned to it; ``cursors`` say what the backend holds."""
 
-    suite: Any  # detectors.suite.DetectorSuite (imported lazily: evidently is slow to import)
-    config: EvaluationConfig
-    embeddings: EmbeddingCache | None = None  # shared by models that name the same encoder
-    report_dir: Path | None = None  # breach reports go to <report_dir>/<model>/
-    prepared: dict[str, tuple[int, Any]] = field(default_factory=dict)  # version -> (rows, ref)
-    features: dict[str, TextFeatureCache] = field(default_factory=dict)  # version -> cache
-
-
-class TextFeatureCache:
-    """Per-row text features (length, words, OOV share against one frozen reference) by
-    request_id: a row is featurized on its first pass only, so a pass over a 10k window
-    costs what its new rows cost."""
-
-    def __init__(self, prepared: Any, capacity: int) -> None:
-        self.prepared = prepared
-        self.capacity = capacity
-        self._rows: dict[str, OrderedDict[str, tuple[float, ...]]] = {}
-        self._names: dict[str, list[str]] = {}  # column -> the feature names, in tuple order
-
-    def add_columns(self, frame: pd.DataFrame, columns: Iterable[Any]) -> pd.DataFrame:
-        """Adds ``<column>.<feature>`` columns to ``frame`` (in place; it is a fresh frame)."""
-        ids = frame[col.REQUEST_ID].tolist()
-        for text in columns:
-            if text.column not in frame:
-                continue
-            cache = self._rows.setdefault(text.column, OrderedDict())
-            texts = frame[text.column].tolist()
-            missing = [i for i, rid in enumerate(ids)
-                       if rid not in cache and isinstance(texts[i], str)]
-            if missing:
-                new = self.prepared.text_features(text.column, [texts[i] for i in missing])
-                order = self._names.setdefault(text.column, list(new))
-                for j, i in enumerate(missing):
-                    cache[ids[i]] = tuple(float(new[n][j]) for n in order)
-                while len(cache) > self.capacity:
-                    cache.popitem(last=False)
-            names = self._names.get(text.column)
-            if names is None:
-                continue  # no text seen yet: the suite reports too few samples
-            nan = (float("nan"),) * len(names)
-            rows = [cache.get(rid, nan) for rid in ids]
-            values = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(names))
-            for k, name in enumerate(names):
-                frame[feature_column(text.column, name)] = values[:, k]
-        return frame
-
-
-class EmbeddingCache:
-    """Embeddings by request_id, bounded: each text is embedded once, not once per pass."""
-
-    def __init__(self, encoder_factory: Callable[[], Encoder], capacity: int = 50_000) -> None:
-        self._factory = encoder_factory
-        self._encoder: Encoder | None = None
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self.capacity = capacity
-
-    def embed(self, ids: list[str], texts: list[str]) -> np.ndarray:
-        missing = [(i, t) for i, t in zip(ids, texts, strict=True) if i not in self._cache]
-        if missing:
-            if self._encoder is None:
-                self._encoder = self._factory()
-            vectors = self._encoder.embed([t for _, t in missing])
-            for (rid, _), vector in zip(missing, vectors, strict=True):
-                self._cache[rid] = vector
-            while len(self._cache) > self.capacity:
-                self._cache.popitem(last=False)
-        return np.stack([self._cache[i] for i in ids]) if ids else np.empty((0, 0), np.float32)
+    backend: Backend
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    cursors: dict[str, dict[str, Cursor]] = field(default_factory=dict)
+    forget: dict[str, set[str]] = field(default_factory=dict)  # model -> live versions
 
 
 class Evaluator:
-    """Runs passes on a schedule (and after every N new events), never overlapping itself."""
+    """Runs passes when the scheduler says a model is due, one per lane at a time."""
 
-    def __init__(self, windows: WindowStore, models: dict[str, ModelEvaluation],
+    def __init__(self, windows: WindowStore, specs: dict[str, ModelSpec],
                  registry: CollectorRegistry,
                  sinks: Iterable[Callable[[Evaluation], None]] = (),
-                 report_sinks: Iterable[Callable[[Evaluation, Any], None]] = ()) -> None:
+                 settings: EvaluatorConfig | None = None) -> None:
         self.windows = windows
-        self.models = models
+        self.specs = specs
         self.sinks = list(sinks)
-        self.report_sinks = list(report_sinks)  # get each breach report's Evidently snapshot
+        self.settings = settings = settings or EvaluatorConfig()
         self.latest: dict[tuple[str, str], Evaluation] = {}
-        self._scheduler: Any = None
-        self._reported: dict[tuple[str, str], float] = {}  # (model, version) -> report time
         self.lock = threading.Lock()
+        self._forget_lock = threading.Lock()
+        self._closing = False
+        count = max(1, min(settings.workers, len(specs)))
+        self.lane_of = {name: i % count for i, name in enumerate(specs)}
+        pinned = [[s for n, s in specs.items() if self.lane_of[n] == i] for i in range(count)]
+        self.lanes = [Lane(WorkerProcess(p, settings.start_timeout, f"lifeguard-evaluator-{i}",
+                                         settings.nice)
+                           if settings.isolation == "process" else ThreadBackend(p))
+                      for i, p in enumerate(pinned)]
+        self.scheduler = PassScheduler(
+            self.run_model, {n: (s.evaluation.interval, self.lane_of[n])
+                             for n, s in specs.items()}, count)
         self.passes = Counter("lifeguard_evaluations", "Evaluation passes, by outcome.",
                               ["model", "outcome"], registry=registry)
+        self.failures = Counter("lifeguard_evaluation_failures",
+                                "Passes that failed: crash or timeout (worker killed and the "
+                                "pass retried), error (a detector raised), start.",
+                                ["model", "reason"], registry=registry)
         self.duration = Histogram("lifeguard_evaluation_duration_seconds",
                                   "Wall time of one model version's detector pass.", ["model"],
                                   buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                                            10, 30), registry=registry)
+        self.cpu = Counter("lifeguard_evaluation_cpu_seconds",
+                           "CPU time of the thread that ran each detector pass (in the "
+                           "worker process, or the daemon's lane thread), by model.",
+                           ["model"], registry=registry)
         registry.register(_ResultCollector(self))
 
-    # -- scheduling -------------------------------------------------------------------------
+    # -- lifetime ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        from apscheduler.schedulers.background import BackgroundScheduler
+        self.scheduler.start()
+        if self.settings.isolation == "thread":  # import Evidently now, not in a pass
+            from daemon.monitor.detector_pass import warm_up
 
-        self._scheduler = BackgroundScheduler(timezone="UTC")
-        for name, model in self.models.items():
-            interval = model.config.interval or 3600.0
-            self._scheduler.add_job(self.run_model, "interval", seconds=interval, args=[name],
-                                    id=f"evaluate:{name}", max_instances=1, coalesce=True,
-                                    misfire_grace_time=None)
-        self._scheduler.start()
-        if self.models:
-            # Importing evidently takes seconds: pay it now, not in the first pass.
-            threading.Thread(target=_warm_up, name="evidently-warm-up", daemon=True).start()
+            threading.Thread(target=warm_up, daemon=True, name="evaluation-warm-up").start()
+            return
+        for lane in self.lanes:  # workers import and warm up now, not in the first pass
+            threading.Thread(target=self._warm, args=(lane,), daemon=True,
+                             name="evaluation-warm-up").start()
+
+    def _warm(self, lane: Lane) -> None:
+        with lane.lock:
+            if self._closing:
+                return
+            try:
+                lane.backend.ensure()
+            except Exception:  # the first pass starts it again and counts it
+                log.warning("starting an evaluation backend failed", exc_info=True)
 
     def stop(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=True)
-            self._scheduler = None
+        """No new passes; a pass in flight in a worker is killed rather than awaited."""
+        self._closing = True
+        for lane in self.lanes:
+            if lane.lock.acquire(blocking=False):
+                lane.lock.release()
+            else:
+                lane.backend.kill()
+        self.scheduler.stop()
+        for lane in self.lanes:
+            with lane.lock:
+                lane.backend.close()
 
     def nudge(self) -> None:
-        """Called by the ingest sink: start passes for models with enough new events."""
-        scheduler = self._scheduler
-        if scheduler is None:
-            return
-        for name, model in self.models.items():
-            every = model.config.every_events
+        """Called by the ingest sink: passes are due for models with enough new events."""
+        for name, spec in self.specs.items():
+            every = spec.evaluation.every_events
             windows = self.windows.get(name)
             if every and windows is not None and windows.new_events >= every:
                 windows.take_new_events()
-                job = scheduler.get_job(f"evaluate:{name}")
-                if job is not None:
-                    job.modify(next_run_time=datetime.now(UTC))
-
-    # -- caches -----------------------------------------------------------------------------
+                self.scheduler.request(name)
 
     def prune(self) -> None:
         """Forget what belongs to versions no longer in any window, and to models whose
-        partition this instance released: gauges, prepared references, feature caches."""
-        for name in self.models:
+        partition this instance released: gauges now, the backend's copies on its next pass.
+        Never waits for a pass (it runs on the ingest thread)."""
+        for name in self.specs:
             windows = self.windows.get(name)
-            if windows is None:
-                self._forget(name, set())
-            else:
-                self._forget(name, windows.versions())
+            live = set() if windows is None else windows.versions()
+            with self._forget_lock:
+                self.lanes[self.lane_of[name]].forget[name] = live
+            self._forget_latest(name, live)
 
-    def _forget(self, name: str, live: set[str]) -> None:
-        model = self.models[name]
-        for version in [v for v in model.prepared if v not in live]:
-            del model.prepared[version]
-        for version in [v for v in model.features if v not in live]:
-            del model.features[version]
+    def _forget_latest(self, name: str, live: set[str]) -> None:
         with self.lock:
             for key in [k for k in self.latest if k[0] == name and k[1] not in live]:
                 del self.latest[key]  # a version that left the windows leaves the gauges too
-            for key in [k for k in self._reported if k[0] == name and k[1] not in live]:
-                del self._reported[key]
 
     # -- one pass ---------------------------------------------------------------------------
 
     def run_model(self, name: str) -> list[Evaluation]:
-        """Evaluate every version of ``name`` that has a reference and enough events."""
-        model = self.models.get(name)
+        """Evaluate every version of ``name`` that has a reference and enough events. A pass
+        whose worker crashes or hangs is counted and retried on a fresh worker."""
+        spec = self.specs.get(name)
         windows = self.windows.get(name)
-        if model is None or windows is None:
+        if spec is None or windows is None:
             return []
-        features = windows.settings.window.features
-        cut = windows.pass_input(model.config.min_events,
-                                 {v: size for v, (size, _) in model.prepared.items()})
-        if cut is None:
-            return []  # rebuilding from replayed history: judge nothing yet
-        self._forget(name, cut.live)
-        # Frames are built here, after the windows' lock was released.
-        frames = [(p.version, p.reference_size,
-                   p.reference.frame(features) if isinstance(p.reference, RowsSnapshot)
-                   else p.reference, p.current.frame(features)) for p in cut.versions]
+        lane = self.lanes[self.lane_of[name]]
+        with lane.lock:
+            if self._closing:
+                return []  # stopping: start no worker
+            for _ in range(self.settings.retries + 1):
+                with self._forget_lock:
+                    forget, lane.forget = lane.forget, {}
+                for model, live in forget.items():
+                    cursors = lane.cursors.get(model, {})
+                    for version in [v for v in cursors if v not in live]:
+                        del cursors[version]
+                delta = windows.pass_delta(spec.evaluation.min_events,
+                                           lane.cursors.setdefault(name, {}))
+                if delta is None or (not delta.versions and not forget):
+                    self._forget_latest(name, set() if delta is None else delta.live)
+                    return []
+                try:
+                    outcomes = lane.backend.run(dataclasses.replace(delta, forget=forget),
+                                                self.settings.pass_timeout)
+                    break
+                except WorkerLost as lost:
+                    lane.cursors.clear()  # a new worker holds nothing: send everything
+                    if self._closing:
+                        return []
+                    self.failures.labels(name, lost.reason).inc()
+                    log.warning("pass of %s lost (%s); retrying", name, lost)
+            else:
+                return []
+            self._forget_latest(name, delta.live)
+            return self._publish(name, lane, outcomes)
+
+    def _publish(self, name: str, lane: Lane, outcomes: list[PassOutcome]) -> list[Evaluation]:
         out = []
-        for version, size, reference, current in frames:
-            try:
-                out.append(self._evaluate(name, model, version, size, reference, current,
-                                          cut.offset))
-            except Exception:
+        for outcome in outcomes:
+            evaluation = outcome.evaluation
+            if evaluation is None:
                 self.passes.labels(name, "error").inc()
-                log.exception("evaluation of %s version %s failed", name, version)
+                self.failures.labels(name, "error").inc()
+                lane.cursors.get(name, {}).pop(outcome.version, None)  # it starts over
+                log.error("evaluation of %s version %s failed:\n%s", name, outcome.version,
+                          outcome.error)
+                continue
+            self.duration.labels(name).observe(outcome.seconds)
+            self.cpu.labels(name).inc(outcome.cpu_seconds)
+            self.passes.labels(name, "breach" if evaluation.breached else "ok").inc()
+            with self.lock:
+                self.latest[(name, evaluation.model_version)] = evaluation
+            for sink in self.sinks:
+                try:
+                    sink(evaluation)
+                except Exception:
+                    log.exception("evaluation sink failed for %s", evaluation.id)
+            out.append(evaluation)
         return out
-
-    def _evaluate(self, name: str, model: ModelEvaluation, version: str, reference_size: int,
-                  reference: pd.DataFrame | None, current: pd.DataFrame,
-                  offset: int) -> Evaluation:
-        """One version's pass; ``reference`` is None when the prepared one still holds."""
-        started = time.perf_counter()
-        prepared = model.prepared.get(version)
-        if reference is not None:
-            prepared = (reference_size, model.suite.prepare(self._window(model, reference)))
-            model.prepared[version] = prepared
-            model.features[version] = TextFeatureCache(prepared[1], 2 * len(current) + 1000)
-        assert prepared is not None
-        current = model.features[version].add_columns(current, model.suite.texts)
-        results = model.suite.run(prepared[1], self._window(model, current))
-        ts = float(current[col.TS].max())
-        evaluation = Evaluation(name, version, ts, tuple(results), offset)
-        self.duration.labels(name).observe(time.perf_counter() - started)
-        self.passes.labels(name, "breach" if evaluation.breached else "ok").inc()
-        with self.lock:
-            self.latest[(name, version)] = evaluation
-        if evaluation.breached and self._report_due(name, version):
-            self._report(name, model, version, prepared[1], current, evaluation)
-        elif not evaluation.breached:
-            self._reported.pop((name, version), None)
-        for sink in self.sinks:
-            try:
-                sink(evaluation)
-            except Exception:
-                log.exception("evaluation sink failed for %s", evaluation.id)
-        return evaluation
-
-    def _report_due(self, name: str, version: str) -> bool:
-        """A report when a breach begins, then at most every REPORT_EVERY_S while it lasts:
-        rendering one costs many detector passes."""
-        now = time.monotonic()
-        last = self._reported.get((name, version))
-        if last is not None and now - last < REPORT_EVERY_S:
-            return False
-        self._reported[(name, version)] = now
-        return True
-
-    def _window(self, model: ModelEvaluation, frame: pd.DataFrame) -> Any:
-        from detectors.suite import WindowData
-
-        embeddings: dict[str, np.ndarray] = {}
-        sample = model.config.embedding_sample
-        if model.embeddings is not None and sample and any(
-                getattr(t, "embedding", None) for t in model.suite.texts):
-            texts = frame[frame[col.INPUT_TEXT].notna()]
-            if len(texts) > sample:
-                texts = texts.iloc[np.linspace(0, len(texts) - 1, sample).astype(int)]
-            embeddings[col.INPUT_TEXT] = model.embeddings.embed(
-                texts[col.REQUEST_ID].tolist(), texts[col.INPUT_TEXT].tolist())
-        return WindowData(frame, embeddings)
-
-    def _report(self, name: str, model: ModelEvaluation, version: str, reference: Any,
-                current: pd.DataFrame, evaluation: Evaluation) -> None:
-        if model.report_dir is None:
-            return
-        try:
-            from detectors.report import drift_report, render_html
-
-            snapshot = drift_report(model.suite, reference, self._window(model, current),
-                                    timestamp=datetime.fromtimestamp(evaluation.ts, UTC),
-                                    name=f"{name} v{version}: {evaluation.id}",
-                                    metadata={"evaluation_id": evaluation.id},
-                                    tags=["breach-report", f"version:{version}"])
-            path = atomic_write(model.report_dir / name / f"{evaluation.id}.html",
-                                render_html(snapshot))
-            log.info("breach report for %s v%s: %s", name, version, path)
-        except Exception:
-            log.exception("rendering the breach report for %s failed", evaluation.id)
-            return
-        for sink in self.report_sinks:
-            try:
-                sink(evaluation, snapshot)
-            except Exception:
-                log.exception("breach report sink failed for %s", evaluation.id)
-
-
-def _warm_up() -> None:
-    try:
-        from detectors.stattests import load_evidently
-
-        load_evidently()
-    except Exception:  # the first pass will report it properly
-        log.debug("warming evidently up failed", exc_info=True)
 
 
 class _ResultCollector(Collector):
-    """The latest result of every detector, per model version: statistic, threshold, verdict."""
+    """The latest result of every detector, per model version: statistic, threshold, verdict;
+    and each model's evaluation lag."""
 
     def __init__(self, evaluator: Evaluator) -> None:
         self.evaluator = evaluator
@@ -333,6 +264,9 @@ class _ResultCollector(Collector):
         last = GaugeMetricFamily("lifeguard_last_evaluation_timestamp_seconds",
                                  "Event time of the newest row in the last evaluated window.",
                                  labels=["model", "version"])
+        lag = GaugeMetricFamily("lifeguard_evaluation_lag_seconds",
+                                "Seconds since a pass of the model became due and was not yet "
+                                "done (0: none is waiting).", labels=["model"])
         with self.evaluator.lock:
             latest = list(self.evaluator.latest.values())
         for evaluation in latest:
@@ -346,7 +280,9 @@ class _ResultCollector(Collector):
                 breached.add_metric(values, 1.0 if r.verdict is Verdict.BREACH else 0.0)
                 samples.add_metric([*values, "reference"], r.n_reference)
                 samples.add_metric([*values, "current"], r.n_current)
-        yield from (statistic, threshold, breached, samples, last)
+        for model, seconds in sorted(self.evaluator.scheduler.lag().items()):
+            lag.add_metric([model], seconds)
+        yield from (statistic, threshold, breached, samples, last, lag)
 
     def describe(self) -> Iterable[Metric]:
         return []

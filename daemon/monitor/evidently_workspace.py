@@ -25,8 +25,9 @@ RUN_TAG = "evaluation"
 
 
 class EvidentlyWorkspaceSink:
-    """Called by the evaluator after each pass (``__call__``) and after each breach report
-    (``add_report``); ``workspaces`` maps a model name to its workspace directory."""
+    """Called where the passes run (``detector_pass``: the evaluation worker) after each pass
+    (``__call__``) and after each breach report (``add_report``); ``workspaces`` maps a model
+    name to its workspace directory."""
 
     def __init__(self, workspaces: Mapping[str, Path]) -> None:
         self.workspaces = {model: Path(path) for model, path in workspaces.items()}

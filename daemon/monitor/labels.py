@@ -3,12 +3,17 @@
 Feedback may come hours late, before its inference, twice, or never. Both waiting rooms are
 insertion-ordered and capped, and expire by event time, so memory is bounded by the caps and
 what leaves unjoined is counted (expired: no label came; orphaned: no inference came).
+Feedback in parts (a thumbs-down now, the corrected reference later) joins part by part: a
+second feedback that adds a field the first lacked is merged, one that adds nothing is a
+duplicate (the first value wins).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+
+import msgspec
 
 from daemon.events import FeedbackEvent
 from daemon.monitor.config import LabelJoinConfig
@@ -28,6 +33,22 @@ class Pending:
     version: str
     ts: float
     joined: bool = False
+    parts: frozenset[str] = frozenset()  # the feedback fields joined so far
+
+
+def parts_of(feedback: FeedbackEvent) -> frozenset[str]:
+    """Which of label, reference and rating a feedback carries."""
+    return frozenset(name for name, value in (("label", feedback.label),
+                                              ("reference", feedback.reference),
+                                              ("rating", feedback.rating)) if value is not None)
+
+
+def merged(first: FeedbackEvent, then: FeedbackEvent) -> FeedbackEvent:
+    """``first`` with the fields it lacks taken from ``then``."""
+    return msgspec.structs.replace(
+        first, label=first.label if first.label is not None else then.label,
+        reference=first.reference if first.reference is not None else then.reference,
+        rating=first.rating if first.rating is not None else then.rating)
 
 
 class LabelJoin:
@@ -55,26 +76,36 @@ class LabelJoin:
         feedback = self._early.pop(request_id, None)
         if feedback is not None:
             self.counts.joined += 1
-            self._remember(request_id, Pending(version, ts, joined=True))
+            self._remember(request_id, Pending(version, ts, True, parts_of(feedback)))
             return feedback
         if request_id not in self._pending:  # else a redelivery (at-least-once): ignore
             self._remember(request_id, Pending(version, ts))
         return None
 
     def on_feedback(self, feedback: FeedbackEvent) -> Pending | None:
-        """Register feedback; returns the inference it joins, if that is known."""
+        """Register feedback; returns the inference it joins (or adds a part to), if that is
+        known."""
         self._advance(feedback.ts_s)
         rid = feedback.request_id
+        parts = parts_of(feedback)
         pending = self._pending.get(rid)
         if pending is not None:
             if pending.joined:
-                self.counts.duplicate += 1
-                return None
+                if parts <= pending.parts:
+                    self.counts.duplicate += 1
+                    return None
+                pending.parts |= parts  # a new part: the caller merges it into the row
+                return pending
             pending.joined = True
+            pending.parts = parts
             self.counts.joined += 1
             return pending
-        if rid in self._early:
-            self.counts.duplicate += 1
+        early = self._early.get(rid)
+        if early is not None:
+            if parts <= parts_of(early):
+                self.counts.duplicate += 1
+            else:
+                self._early[rid] = merged(early, feedback)
             return None
         if len(self._early) >= self.config.max_early:
             self._early.popitem(last=False)

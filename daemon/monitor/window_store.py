@@ -14,7 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from daemon.events import FeedbackEvent, InferenceEvent
-from daemon.ingest.batch import PartitionBatch, TopicPartitionId
+from daemon.ingest.batch import PartitionBatch, RejectedEvents, TopicPartitionId
 from daemon.monitor.windows import ModelWindows, MonitoringSettings
 
 SettingsFor = Callable[[str], MonitoringSettings | None]
@@ -43,8 +43,9 @@ class WindowStore:
         current: ModelWindows | None = None
         # Per-event offsets are not carried; an evaluation is tied to the batch it saw last.
         offset = batch.last_offset
+        failures: dict[int, str] = {}
         try:
-            for event in batch.events:
+            for i, event in enumerate(batch.events):
                 model = event.model
                 if current is None or current.name != model:
                     if current is not None:
@@ -55,13 +56,19 @@ class WindowStore:
                         continue
                     current.lock.acquire()
                     current.replaying = batch.replay
-                if type(event) is InferenceEvent:
-                    current.add_inference(event, offset)
-                elif type(event) is FeedbackEvent:
-                    current.add_feedback(event)
+                try:
+                    if type(event) is InferenceEvent:
+                        current.add_inference(event, offset)
+                    elif type(event) is FeedbackEvent:
+                        current.add_feedback(event)
+                except Exception as exc:  # one poison event must not cost the batch
+                    failures[i] = f"{type(exc).__name__}: {exc}"
         finally:
             if current is not None:
                 current.lock.release()
+        if failures:
+            # The rest is applied: ingest dead-letters these and does not apply them again.
+            raise RejectedEvents(failures)
 
     def _model(self, name: str, partition: TopicPartitionId) -> ModelWindows | None:
         windows = self.models.get(name)

@@ -8,6 +8,7 @@ names them. What falls out is counted. Callers read through the query API at the
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Sequence
@@ -19,9 +20,17 @@ import numpy as np
 import pandas as pd
 
 import detectors.columns as col
-from daemon.events import FeedbackEvent, InferenceEvent
+from daemon.events import ChatMessage, FeedbackEvent, InferenceEvent
 from daemon.ingest.batch import TopicPartitionId
 from daemon.monitor.config import LabelJoinConfig, ReferenceConfig, WindowConfig
+from daemon.monitor.deltas import (
+    Cursor,
+    PassDelta,
+    ReferenceRows,
+    VersionDelta,
+    pack_labels,
+    pack_rows,
+)
 from daemon.monitor.labels import LabelJoin
 
 
@@ -33,15 +42,25 @@ class WindowRow(NamedTuple):
     request_id: str
     latency_ms: float
     status: str
-    input_text: str | None
+    input_text: str | None  # the prompt: a chat's last user message (InferenceEvent.prompt_text)
     features: dict[str, Any] | None
     prediction: Any
     score: float | None
     output_text: str | None
     offset: int
+    ttft_ms: float | None = None
+    tokens_out: int | None = None
+    finish_reason: str | None = None
+    messages: list[ChatMessage] | None = None  # the whole chat, for the snapshot
 
 
-Joined = tuple[Any, float | None]  # (label or reference, rating) of a request's feedback
+class Joined(NamedTuple):
+    """A request's feedback as the windows keep it: a class label and a corrected reference
+    are kept apart (one is compared with a prediction, the other scored against a text)."""
+
+    label: Any
+    reference: str | None
+    rating: float | None
 MAX_VERSIONS = 8
 
 
@@ -53,27 +72,37 @@ class MonitoringSettings:
 
 
 def row_of(event: InferenceEvent, offset: int) -> WindowRow:
-    text = None
+    text: Any = None
     features = event.input
     if features is not None:
-        value = features.get("text")
-        if isinstance(value, str):
-            text = value
+        text = features.get("text")  # the classifier's case first: one lookup (hot path)
+        if type(text) is not str:
+            text = event.prompt_text
     output = event.output
+    if output is None:
+        return WindowRow(event.ts_s, event.request_id, event.latency_ms, event.status, text,
+                         features, None, None, None, offset, event.ttft_ms, event.tokens_out,
+                         None, event.messages)
     return WindowRow(event.ts_s, event.request_id, event.latency_ms, event.status, text,
-                     features, None if output is None else output.label,
-                     None if output is None else output.score,
-                     None if output is None else output.text, offset)
+                     features, output.label, output.score, output.text, offset, event.ttft_ms,
+                     event.tokens_out, output.finish_reason, event.messages)
+
+
+_serials = itertools.count()
 
 
 class Rows:
-    """A bounded deque of rows with the labels joined to them."""
+    """A bounded deque of rows with the labels joined to them. The counters let an evaluation
+    backend be sent only what changed: rows appended, and labels attached (``labels`` keeps
+    them in attach order, so the newest are its last items)."""
 
     def __init__(self, size: int | None) -> None:
         self.rows: deque[WindowRow] = deque(maxlen=size)
         self.labels: dict[str, Joined] = {}
         self.appended = 0
         self.aged_out = 0
+        self.serial = next(_serials)
+        self.label_seq = 0
 
     def append(self, row: WindowRow) -> None:
         self.rows.append(row)
@@ -89,13 +118,25 @@ class Rows:
             rows.popleft()
             self.aged_out += 1
 
-    def attach(self, request_id: str, label: Any, rating: float | None) -> None:
-        self.labels[request_id] = (label, rating)
-        if self.rows.maxlen and len(self.labels) > 2 * self.rows.maxlen:
+    def attach(self, request_id: str, feedback: Joined) -> None:
+        """Join feedback to a row; a later part (a reference after a rating) fills in what
+        the earlier one left empty. The merged feedback moves to the end (newest last), so a
+        delta's newest labels carry it whole."""
+        old = self.labels.pop(request_id, None)
+        if old is not None:
+            feedback = Joined(*(o if o is not None else n
+                                for o, n in zip(old, feedback, strict=True)))
+        self.labels[request_id] = feedback
+        self.label_seq += 1
+        # A frozen reference (no maxlen) is offered every label of its version too: without
+        # this bound its dict grew by each one, forever.
+        if len(self.labels) > 2 * (self.rows.maxlen or len(self.rows)) + 1000:
             self._prune_labels()
 
     def _prune_labels(self) -> None:
         live = {row.request_id for row in self.rows}
+        # Order survives, so the newest labels stay last: a delta's "last k" still holds
+        # every new label that matters (one for a row gone from the window may not).
         self.labels = {rid: v for rid, v in self.labels.items() if rid in live}
 
     def snapshot(self) -> RowsSnapshot:
@@ -104,6 +145,27 @@ class Rows:
 
     def frame(self, features: Sequence[str]) -> pd.DataFrame:
         return self.snapshot().frame(features)
+
+    def delta(self, cursor: Cursor) -> tuple[list[WindowRow], bool, list[tuple[str, Joined]]]:
+        """Rows and labels added since ``cursor`` (everything when the cursor follows another
+        window, or is too far behind), and advances the cursor. O(what changed)."""
+        new = self.appended - cursor.appended
+        reset = cursor.serial != self.serial or new > len(self.rows) or new < 0
+        rows = list(self.rows) if reset else _newest(self.rows, new)
+        labels = (list(self.labels.items()) if reset
+                  else _newest(self.labels.items(), self.label_seq - cursor.label_seq))
+        cursor.serial, cursor.appended, cursor.label_seq = (self.serial, self.appended,
+                                                            self.label_seq)
+        return rows, reset, labels
+
+
+def _newest(items: Any, n: int) -> list[Any]:
+    """The last ``n`` of a deque or dict view, oldest first, reading only those ``n``."""
+    if n <= 0:
+        return []
+    out = list(itertools.islice(reversed(items), n))
+    out.reverse()
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,37 +190,22 @@ class RowsSnapshot:
             col.STATUS: c["status"],
             col.INPUT_TEXT: c["input_text"],
             col.PREDICTION: c["prediction"],
-            col.SCORE: np.asarray([np.nan if v is None else v for v in c["score"]],
-                                  dtype=np.float64),
+            col.SCORE: _floats(c["score"]),
             col.OUTPUT_TEXT: c["output_text"],
-            col.LABEL: [None if j is None else j[0] for j in joined],
-            col.RATING: np.asarray([np.nan if j is None or j[1] is None else j[1]
-                                    for j in joined], dtype=np.float64),
+            col.TTFT_MS: _floats(c["ttft_ms"]),
+            col.TOKENS_OUT: _floats(c["tokens_out"]),
+            col.FINISH_REASON: c["finish_reason"],
+            col.LABEL: [None if j is None else j.label for j in joined],
+            col.REFERENCE: [None if j is None else j.reference for j in joined],
+            col.RATING: _floats([None if j is None else j.rating for j in joined]),
         }
         for name in features:
             data[name] = [None if f is None else f.get(name) for f in c["features"]]
         return pd.DataFrame(data)
 
 
-@dataclass(frozen=True, slots=True)
-class VersionPass:
-    """What one version's detector pass needs, copied under the lock: the current rows, and
-    the reference as rows to prepare, a frame (from a file), or None when the evaluator's
-    prepared reference is still the right one."""
-
-    version: str
-    current: RowsSnapshot
-    reference: RowsSnapshot | pd.DataFrame | None
-    reference_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class PassInput:
-    """A consistent cut of one model's windows for an evaluation pass."""
-
-    versions: list[VersionPass]
-    offset: int  # the newest offset the cut has seen
-    live: set[str]  # every version with a current window
+def _floats(values: Sequence[float | None]) -> np.ndarray:
+    return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
 class ModelWindows:
@@ -206,10 +253,10 @@ class ModelWindows:
             self._attach(pending.version, event)
 
     def _attach(self, version: str, feedback: FeedbackEvent) -> None:
-        label = feedback.label if feedback.label is not None else feedback.reference
+        joined = Joined(feedback.label, feedback.reference, feedback.rating_value)
         for rows in (self.current.get(version), self.references.get(version)):
             if rows is not None:
-                rows.attach(feedback.request_id, label, feedback.rating)
+                rows.attach(feedback.request_id, joined)
 
     def _new_version(self, version: str) -> Rows:
         if len(self.current) >= MAX_VERSIONS:
@@ -239,32 +286,48 @@ class ModelWindows:
             new, self.new_events = self.new_events, 0
         return new
 
-    def pass_input(self, min_events: int, prepared: dict[str, int]) -> PassInput | None:
-        """The versions with at least ``min_events`` current rows and a frozen reference, cut
-        consistently; ``prepared`` maps a version to the reference size the caller prepared
-        (its reference is not copied again while that size holds). Ages rows out first.
-        None while the windows are rebuilt from replayed history: judge nothing yet."""
+    def pass_delta(self, min_events: int, cursors: dict[str, Cursor]) -> PassDelta | None:
+        """What a backend needs for a pass over the versions with at least ``min_events``
+        current rows and a frozen reference: per version, what changed since its cursor in
+        ``cursors`` (advanced here; cursors of versions that left the windows are dropped).
+        Ages rows out first. None while the windows are rebuilt from replayed history:
+        judge nothing yet."""
+        features = self.settings.window.features
         with self.lock:
             self.age_out()
             self.new_events = 0
             if self.replaying:
                 return None
+            for gone in [v for v in cursors if v not in self.current]:
+                del cursors[gone]
             versions = []
             for version, rows in self.current.items():
                 if len(rows.rows) < min_events:
                     continue
-                reference: RowsSnapshot | pd.DataFrame | None
+                cursor = cursors.get(version) or Cursor()
+                # A new window (or a new backend) gets the reference again; otherwise the
+                # backend prepared this one already.
+                fresh = cursor.serial != rows.serial
+                reference: ReferenceRows | pd.DataFrame | None = None
                 if self.file_reference is not None:
                     size = len(self.file_reference)
-                    reference = None if version in prepared else self.file_reference
+                    if fresh or cursor.reference_size != size:
+                        reference = self.file_reference
                 else:
                     ref_rows = self.references.get(version)
                     if ref_rows is None or len(ref_rows.rows) < self.settings.reference.first_n:
                         continue
                     size = len(ref_rows.rows)
-                    reference = None if prepared.get(version) == size else ref_rows.snapshot()
-                versions.append(VersionPass(version, rows.snapshot(), reference, size))
-            return PassInput(versions, self.last_offset, set(self.current))
+                    if fresh or cursor.reference_size != size:
+                        reference = ReferenceRows(pack_rows(ref_rows.rows, features),
+                                                  pack_labels(list(ref_rows.labels.items())))
+                cursors[version] = cursor
+                new, reset, labels = rows.delta(cursor)
+                cursor.reference_size = size
+                versions.append(VersionDelta(version, pack_rows(new, features), reset,
+                                             len(rows.rows), pack_labels(labels), reference,
+                                             size))
+            return PassDelta(self.name, versions, self.last_offset, set(self.current))
 
     def versions(self) -> set[str]:
         with self.lock:

@@ -48,6 +48,14 @@ def q(expr: str, legend: str = "", **kw: Any) -> tuple[Query, ...]:
     return (Query(" ".join(expr.split()), legend, **kw),)
 
 
+def against_threshold(selector: str, legend: str) -> tuple[Query, ...]:
+    """A detector's statistic and the threshold it is judged against, as two series each."""
+    return (Query(f"lifeguard_detector_statistic{{{MV}, {selector}}}",
+                  f"{{{{model}}}} v{{{{version}}}} {legend}"),
+            Query(f"lifeguard_detector_threshold{{{MV}, {selector}}}",
+                  f"threshold {{{{model}}}} v{{{{version}}}} {legend}"))
+
+
 ROWS: list[tuple[str, list[Panel]]] = [
     ("Overview", [
         Panel("Daemons up", q('sum(up{job="lifeguard"})', instant=True), "stat", width=4,
@@ -105,6 +113,27 @@ ROWS: list[tuple[str, list[Panel]]] = [
             f"""histogram_quantile(0.95, sum by (model, version, le)
             (rate(lifeguard_inference_ttft_seconds_bucket{{{MV}}}{RATE})))""",
             "{{model}} v{{version}}"), unit="s", description="Generators that report ttft_ms."),
+    ]),
+    ("Generation (causal-lm models)", [
+        Panel("Time to first token p95 vs SLO", against_threshold(
+            'detector="generation", metric="ttft_p95_ms"', "TTFT p95"), unit="ms", width=8,
+              description="The generation detector on the daemon's window; "
+              "LifeguardGenerationSlow fires after 30 minutes over the SLO."),
+        Panel("Time per output token p95 vs SLO", against_threshold(
+            'detector="generation", metric="tpot_p95_ms"', "TPOT p95"), unit="ms", width=8,
+              description="(latency - TTFT) / (tokens_out - 1) per answer."),
+        Panel("Truncated and empty answers", against_threshold(
+            'detector="generation", metric=~"truncation_rate|empty_output_rate"',
+            "{{metric}}"), unit="percentunit", width=8,
+              description="finish_reason=length, and answers with no text; "
+              "LifeguardAnswersCutOrEmpty fires after 30 minutes over the ceiling."),
+        Panel("Reference score (ROUGE-L F1) vs the reference window", against_threshold(
+            'detector="quality"', "{{metric}}"), unit="percentunit", width=12,
+              description="Answers scored against the corrected references feedback brings; "
+              "the threshold is the reference window's score minus tolerance and margin."),
+        Panel("Mean rating vs the reference window", against_threshold(
+            'detector="accuracy", metric=~"mean_rating.*"', "{{metric}}"), unit="percentunit",
+              width=12, description="Ratings in [0, 1] (thumbs up/down are 1/0)."),
     ]),
     ("Detectors and windows", [
         Panel("Detector statistic and threshold", (

@@ -68,8 +68,8 @@ def test_repeated_request_id_keeps_the_last_row(tmp_path: Path) -> None:
 @pytest.mark.parametrize("line, fragment", [
     ('{"text": "x", "label": "a"}', "request_id"),
     ('{"request_id": "a", "label": "a"}', "'text' or"),
-    ('{"request_id": "a", "text": "x"}', "exactly one"),
-    ('{"request_id": "a", "text": "x", "label": "a", "reference": "b"}', "exactly one"),
+    ('{"request_id": "a", "text": "x"}', "needs a label"),
+    ('{"request_id": "a", "text": "x", "label": "a", "reference": "b"}', "exclude"),
     ('{"request_id": "a", "text": "x", "rating": 1.5}', "[0, 1]"),
     ('{"request_id": "a", "text": "x", "rating": "high"}', "number"),
     ("[1, 2]", "not a JSON object"),

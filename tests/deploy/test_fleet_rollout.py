@@ -147,6 +147,15 @@ def test_bad_canary_rolls_back_by_itself(fresh: Fleet, tmp_path: Path) -> None:
     assert load.stats.by_version.get(str(result.version), 0) > 0  # the canary did serve
     kinds = [e.kind for e in RolloutStore(tmp_path / "state.db").events(result.rollout_id)]
     assert "verdict" in kinds and "promote" not in kinds
+    # Pinned: the repository withdrew the canary, so a replica started by name serves stable
+    # (the version the rollback restored, whatever else was published since).
+    assert set(fresh.repository.withdrawn(MODEL)) == {result.version}
+    restarted = ReplicaProcess(fresh.repository.root, "restarted", [MODEL], None, tmp_path)
+    try:
+        restarted.start().wait_ready()
+        assert served_versions([restarted.url]) == {restarted.url: fresh.stable}
+    finally:
+        restarted.stop()
 
 
 def test_replica_killed_mid_rollout_is_reconciled_after_restart(fresh: Fleet,
@@ -278,3 +287,26 @@ def test_version_a_replica_cannot_load_is_rolled_back(fresh: Fleet, tmp_path: Pa
     assert result.outcome == "rolled_back" and "failed to load" in (result.reason or "")
     assert served_versions(fresh.urls) == dict.fromkeys(fresh.urls, fresh.stable)
     assert load.stats.failed == 0, load.stats.failures
+
+
+def test_a_deploy_with_a_stale_fence_publishes_nothing_and_touches_no_replica(
+        fresh: Fleet, tmp_path: Path) -> None:
+    from daemon.act.runs import ActionRun, RunState
+    from daemon.act.store import StaleLeaseError, StateStore
+
+    state = tmp_path / "state.db"
+    store = StateStore(state)
+    store.create_run(ActionRun(id="fenced", model=MODEL, pipeline="p", source="manual",
+                               mode="auto", state=RunState.RUNNING, steps=()), actor="test")
+    stale = store.acquire_lease("fenced", "a", ttl_s=30)
+    assert stale is not None
+    # The instance that held the run stalled; another took the run over (its lease lapsed).
+    assert store.acquire_lease("fenced", "b", ttl_s=30, force=True) is not None
+    store.close()
+    versions = fresh.repository.versions(MODEL)
+    with pytest.raises(StaleLeaseError, match="stale"):
+        deploy(DeployRequest(MODEL, fresh.int8, run_id="fenced"), fresh.config("rolling"),
+               state, fence=stale)
+    assert fresh.repository.versions(MODEL) == versions, "nothing published"
+    assert RolloutStore(state).latest(MODEL) is None
+    assert served_versions(fresh.urls) == dict.fromkeys(fresh.urls, fresh.stable)

@@ -53,3 +53,41 @@ class Traffic:
             "label": label,
             "language": rng.choice(["en", "de", "fr"], size=n),
         })
+
+
+class ChatTraffic(Traffic):
+    """A stationary generator: prompts, answers that mostly reproduce the corrected reference
+    (``fidelity`` of its words kept), ratings, TTFT, tokens and finish reasons. ``topic_offset``
+    moves prompts and answers to unseen words (a new product); ``ttft_scale`` slows the first
+    token; ``truncated`` and ``empty`` are the shares of cut and empty answers."""
+
+    def frame(self, n: int, *, fidelity: float = 0.85, rating: float = 0.8,  # type: ignore[override]
+              ttft_scale: float = 60.0, truncated: float = 0.03, empty: float = 0.002,
+              feedback_share: float = 0.5, topic_offset: int = 0) -> pd.DataFrame:
+        rng = self.rng
+        references = self.texts(n, topic_offset)
+        outputs = []
+        for ref in references:
+            words = ref.split()
+            keep = rng.random(len(words)) < fidelity
+            noise = rng.choice(self.vocab, size=len(words), p=self.p) + topic_offset
+            outputs.append(" ".join(w if k else f"w{x}" for w, k, x in
+                                    zip(words, keep, noise, strict=True)))
+        is_empty = rng.random(n) < empty
+        outputs = ["" if e else o for o, e in zip(outputs, is_empty, strict=True)]
+        tokens = np.array([max(len(o.split()), 1) for o in outputs], dtype=np.float64)
+        ttft = rng.gamma(4.0, ttft_scale / 4.0, size=n)
+        per_token = rng.gamma(8.0, 20.0 / 8.0, size=n)
+        has_feedback = rng.random(n) < feedback_share
+        return pd.DataFrame({
+            "input_text": self.texts(n, topic_offset),
+            "latency_ms": ttft + per_token * (tokens - 1),
+            "ttft_ms": ttft,
+            "tokens_out": tokens,
+            "status": "ok",
+            "output_text": outputs,
+            "finish_reason": np.where(rng.random(n) < truncated, "length", "stop"),
+            "reference": np.where(has_feedback & (rng.random(n) < 0.5),
+                                  np.asarray(references, dtype=object), None),
+            "rating": np.where(has_feedback, (rng.random(n) < rating).astype(float), np.nan),
+        })
