@@ -14,7 +14,7 @@ from typing import Any
 from actions.artifacts import input_digest, publish, step_key, step_result
 from actions.contract import StepContext, StepResult
 from actions.errors import BadInput
-from deploy.inference import ARTIFACT_FILE, INFO_FILE, MODEL_FILE, ModelInfo
+from deploy.inference import ARTIFACT_FILE, DATA_FILE, INFO_FILE, MODEL_FILE, ModelInfo
 
 # MatMul carries the transformer's compute; Gather is the embedding tables, which in a small
 # encoder such as MiniLM hold about half the weights: quantizing them is most of the size win.
@@ -34,9 +34,10 @@ class QuantizeReport:
 
 
 def copy_companions(src_dir: Path, out_dir: Path) -> None:
-    """Everything in an exported directory except the graph and its records (tokenizer files)."""
+    """Everything in an exported directory except the graph, its weights and its records (the
+    tokenizer files)."""
     for path in Path(src_dir).iterdir():
-        if path.is_file() and path.name not in (MODEL_FILE, INFO_FILE, ARTIFACT_FILE):
+        if path.is_file() and path.name not in (MODEL_FILE, DATA_FILE, INFO_FILE, ARTIFACT_FILE):
             shutil.copy2(path, Path(out_dir) / path.name)
 
 
@@ -65,22 +66,31 @@ def quantize_model(
         quantize_dynamic(
             model, out_dir / MODEL_FILE, op_types_to_quantize=list(ops),
             per_channel=per_channel, weight_type=QuantType.QInt8,
+            # weights beside the graph (model.onnx.data) when the fp32 export had them there
+            use_external_data_format=(src_dir / DATA_FILE).is_file(),
         )
     finally:
         logging.getLogger().setLevel(quiet)
     copy_companions(src_dir, out_dir)
-    ModelInfo(info.task, info.max_length, "int8", info.labels).write(out_dir)
+    ModelInfo(info.task, info.max_length, "int8", info.labels, info.kv_cache).write(out_dir)
     return QuantizeReport(
-        fp32_bytes=(src_dir / MODEL_FILE).stat().st_size,
-        int8_bytes=(out_dir / MODEL_FILE).stat().st_size,
+        fp32_bytes=onnx_bytes(src_dir), int8_bytes=onnx_bytes(out_dir),
         op_types=ops,
     )
+
+
+def onnx_bytes(model_dir: Path) -> int:
+    """The graph and its external weights."""
+    return sum((Path(model_dir) / name).stat().st_size for name in (MODEL_FILE, DATA_FILE)
+               if (Path(model_dir) / name).is_file())
 
 
 def keep_fp32(src_dir: Path, out_dir: Path, reason: str) -> None:
     """The fallback: ship the fp32 export unchanged, with the reason beside it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src_dir / MODEL_FILE, out_dir / MODEL_FILE)
+    if (src_dir / DATA_FILE).is_file():
+        shutil.copy2(src_dir / DATA_FILE, out_dir / DATA_FILE)
     shutil.copy2(src_dir / INFO_FILE, out_dir / INFO_FILE)
     copy_companions(src_dir, out_dir)
     (out_dir / "quantize_fallback.json").write_text(json.dumps({"reason": reason}) + "\n")

@@ -15,7 +15,8 @@ Device = Literal["auto", "cpu", "cuda"]
 class TrainConfig(StrictModel):
     """How fine_tune (and prune's recovery) train. Seeded: same inputs, same weights."""
 
-    method: Literal["full", "lora"] = "full"
+    # auto: LoRA (merged before saving) for a causal LM, all weights for a classifier
+    method: Literal["auto", "full", "lora"] = "auto"
     epochs: int = Field(default=1, ge=1)
     max_steps: int | None = Field(default=None, ge=1)  # caps epochs when set
     batch_size: int = Field(default=16, ge=1)
@@ -41,9 +42,13 @@ class ActionPolicy(StrictModel):
     min_holdout_rows: int = Field(default=8, ge=1)
     gate_margin: float = Field(default=0.0, ge=-1, le=1)  # candidate acc >= champion acc + margin
     gate_floor: float = Field(default=0.0, ge=0, le=1)  # and candidate acc >= floor
-    # generators: candidate perplexity <= champion's * (1 - margin)
+    # generators: candidate perplexity <= champion's * (1 + margin) (not worse beyond it) ...
     perplexity_margin: float = Field(default=0.0, ge=0, lt=1)
-    perplexity_ceiling: float | None = Field(default=None, gt=1)
+    perplexity_ceiling: float | None = Field(default=None, gt=1)  # ... and <= this floor
+    # ... and ROUGE-L F1 of greedy answers vs references >= champion's - margin and >= floor
+    score_margin: float = Field(default=0.0, ge=0, le=1)
+    score_floor: float = Field(default=0.0, ge=0, le=1)
+    gate_new_tokens: int = Field(default=32, ge=1, le=512)  # answer length the gate generates
     max_quantize_drop: float = Field(default=0.005, ge=0, le=1)  # accuracy (fraction) int8 may lose
     # generators: relative rise of mean NLL int8 may cost
     max_quantize_nll_increase: float = Field(default=0.02, ge=0)

@@ -14,6 +14,7 @@ import numpy as np
 from actions.errors import BadInput
 from deploy.inference import (
     MODEL_FILE,
+    encode_lm,
     encode_lm_pair,
     load_onnx,
     pad_id,
@@ -116,6 +117,68 @@ class TorchModel:
         return np.concatenate(out) if out else np.zeros(0)
 
 
+    def greedy_ids(self, row: Sequence[int], max_new_tokens: int) -> list[int]:
+        """Greedy new tokens after ``row`` (ids, BOS included) on transformers' own cache,
+        ending at EOS, ``max_new_tokens`` or the context limit."""
+        import torch
+
+        eos = self.tokenizer.eos_token_id
+        ids = torch.tensor([list(row)], device=self.device)
+        past: Any = None
+        out: list[int] = []
+        with torch.no_grad():
+            while len(out) < max_new_tokens and len(row) + len(out) < self.max_length:
+                mask = torch.ones(1, len(row) + len(out), dtype=torch.long, device=self.device)
+                res = self.model(input_ids=ids, attention_mask=mask, cache=past,
+                                 use_cache=True)
+                past = res.cache
+                token = int(res.logits[0, -1].argmax())
+                if token == eos:
+                    break
+                out.append(token)
+                ids = torch.tensor([[token]], device=self.device)
+        return out
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 16) -> list[str]:
+        """Greedy continuations, prompts encoded as deploy.inference's OnnxCausalLM does, in
+        one left-padded batch on transformers' cache (positions count real tokens only)."""
+        import torch
+
+        rows = [encode_lm(self.tokenizer, p, 10**9)[-(self.max_length - 1):] for p in prompts]
+        if not rows:
+            return []
+        width, pad = max(len(r) for r in rows), pad_id(self.tokenizer)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows],
+                            device=self.device)
+        out: list[list[int]] = [[] for _ in rows]
+        done = [False] * len(rows)
+        past: Any = None
+        new = ids
+        with torch.no_grad():
+            for _ in range(max_new_tokens):
+                positions = (mask.cumsum(1) - 1).clamp(min=0)[:, -new.shape[1]:]
+                res = self.model(input_ids=new, attention_mask=mask, position_ids=positions,
+                                 cache=past, use_cache=True)
+                past = res.cache
+                tokens = res.logits[:, -1].float().argmax(-1).tolist()
+                for i, token in enumerate(tokens):
+                    if done[i]:
+                        continue
+                    if (token == self.tokenizer.eos_token_id
+                            or len(rows[i]) + len(out[i]) >= self.max_length):
+                        done[i] = True
+                    else:
+                        out[i].append(int(token))
+                if all(done):
+                    break
+                keep = torch.tensor([not d for d in done], device=self.device)
+                new = torch.where(keep, torch.tensor(tokens, device=self.device),
+                                  torch.full_like(keep, pad, dtype=torch.long))[:, None]
+                mask = torch.cat([mask, keep.long()[:, None]], dim=1)
+        return [self.tokenizer.decode(t, skip_special_tokens=True) for t in out]
+
+
 def load_torch_model(
     model_dir: Path, device: str = "auto", threads: int | None = None, train: bool = False
 ) -> TorchModel:
@@ -158,6 +221,8 @@ class Scorer(Protocol):
     def logits(self, texts: Sequence[str]) -> np.ndarray: ...
 
     def nll(self, texts: Sequence[str], prompts: Sequence[str] | None = None) -> np.ndarray: ...
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 16) -> list[str]: ...
 
 
 @dataclass

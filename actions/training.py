@@ -1,6 +1,8 @@
 """The training loop shared by fine_tune and prune's recovery: deterministic batches, per-step
 seeding (so a resumed run makes the same weights as an uninterrupted one), checkpoints, and
-the objective: cross-entropy for classifiers, mean NLL of the target tokens for causal LMs."""
+the objective: cross-entropy for classifiers, mean NLL of the target tokens for causal LMs (the
+prompt's tokens are labelled -100, so only the completion is learned). On CUDA the forward
+pass runs under bf16 autocast (weights and optimizer state stay fp32)."""
 
 from __future__ import annotations
 
@@ -77,10 +79,18 @@ def mean_loss(model: Any, tokenizer: Any, task: str, examples: Sequence[Example]
             chunk = examples[start : start + batch_size]
             batch = {k: (v.to(device) if hasattr(v, "to") else v)
                      for k, v in collate(tokenizer, task, chunk, max_length).items()}
-            total += float(model(**batch).loss) * len(chunk)
+            with autocast(device):
+                total += float(model(**batch).loss) * len(chunk)
             count += len(chunk)
     model.train(was_training)
     return total / max(count, 1)
+
+
+def autocast(device: str) -> Any:
+    """bf16 autocast on CUDA (no loss scaling needed, unlike fp16); a no-op elsewhere."""
+    import torch
+
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda")
 
 
 @dataclass(frozen=True)
@@ -126,7 +136,8 @@ def train(
                                                         cfg.seed, step)]
             batch = {k: (v.to(device) if hasattr(v, "to") else v)
                      for k, v in collate(tokenizer, task, chunk, cfg.max_length).items()}
-            loss = model(**batch).loss
+            with autocast(device):
+                loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()

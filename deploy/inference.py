@@ -2,7 +2,9 @@
 sessions on CPU or CUDA, a text classifier and a greedy causal LM, shared by gate, bench, replica.
 
 An exported directory holds ``model.onnx`` (inputs ``input_ids``/``attention_mask`` int64 with
-dynamic batch and sequence axes, output ``logits``), the tokenizer, ``model_info.json`` and,
+dynamic batch and sequence axes, output ``logits``; a causal LM's graph also takes
+``position_ids`` and its KV cache, see deploy.generation), maybe ``model.onnx.data`` (external
+weights of a model over 2 GB), the tokenizer, ``model_info.json`` and,
 when an action step wrote it, ``artifact.json`` whose sha256 sums are checked before load.
 Files are read once: the sums are checked on the bytes read, and the session, the tokenizer
 and ``model_info.json`` are built from those same bytes (no file is opened again after it).
@@ -29,6 +31,7 @@ from lifeguard.tasks import TASKS
 
 Device = Literal["auto", "cpu", "cuda"]
 MODEL_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"  # external weights, beside the graph, when over 2 GB
 INFO_FILE = "model_info.json"
 ARTIFACT_FILE = "artifact.json"
 PRECISIONS = ("fp32", "int8")
@@ -45,6 +48,7 @@ class ModelInfo:
     max_length: int
     precision: str
     labels: tuple[str, ...] = ()
+    kv_cache: tuple[int, int, int] | None = None  # causal LMs: (layers, kv heads, head dim)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -68,6 +72,9 @@ class ModelInfo:
             max_length=int(raw["max_length"]),
             precision=raw["precision"],
             labels=tuple(raw.get("labels", ())),
+            kv_cache=(None if raw.get("kv_cache") is None else (
+                int(raw["kv_cache"]["layers"]), int(raw["kv_cache"]["heads"]),
+                int(raw["kv_cache"]["head_dim"]))),
         )
 
     def write(self, model_dir: Path) -> None:
@@ -78,6 +85,9 @@ class ModelInfo:
         }
         if self.labels:
             raw["labels"] = list(self.labels)
+        if self.kv_cache is not None:
+            raw["kv_cache"] = dict(zip(("layers", "heads", "head_dim"), self.kv_cache,
+                                       strict=True))
         (Path(model_dir) / INFO_FILE).write_text(json.dumps(raw, indent=2) + "\n")
 
 
@@ -178,6 +188,19 @@ def tokenizer_from_bytes(files: Mapping[str, bytes]) -> Any:
         return load_tokenizer(Path(tmp))
 
 
+def session_from_bytes(files: Mapping[str, bytes], device: Device = "auto",
+                       threads: int | None = None) -> ort.InferenceSession:
+    """A session from verified bytes. A graph whose weights live in ``DATA_FILE`` (over 2 GB)
+    cannot load from memory alone: both files' verified bytes go to a private temporary
+    folder that ORT reads once, so no file is read again after its check."""
+    if DATA_FILE not in files:
+        return create_session(files[MODEL_FILE], device, threads)
+    with tempfile.TemporaryDirectory(prefix="lifeguard-onnx-") as tmp:
+        for name in (MODEL_FILE, DATA_FILE):
+            (Path(tmp) / name).write_bytes(files[name])
+        return create_session(Path(tmp) / MODEL_FILE, device, threads)
+
+
 class _OnnxModel:
     """Built from the directory's bytes: ``files`` when the caller read and checked them (a
     repository version), else read here once and checked against ``artifact.json``."""
@@ -191,7 +214,7 @@ class _OnnxModel:
             if name not in files:
                 raise IntegrityError(f"{self.model_dir}: {name} is missing")
         self.info = ModelInfo.parse(files[INFO_FILE])
-        self.session = create_session(files[MODEL_FILE], device, threads)
+        self.session = session_from_bytes(files, device, threads)
         self.tokenizer = tokenizer_from_bytes(files)
         self._input_names = {i.name for i in self.session.get_inputs()}
 
@@ -247,7 +270,22 @@ class OnnxClassifier(_OnnxModel):
 
 
 class OnnxCausalLM(_OnnxModel):
-    """A causal LM without a KV cache: greedy generation and per-text negative log-likelihood."""
+    """A causal LM: greedy or sampled generation on the graph's KV cache (deploy.generation)
+    and per-text negative log-likelihood. Graphs without past inputs run without a cache."""
+
+    def __init__(self, model_dir: Path, device: Device = "auto", threads: int | None = None,
+                 files: Mapping[str, bytes] | None = None):
+        super().__init__(model_dir, device, threads, files)
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self.past_names = sorted((n for n in inputs if n.startswith("past_key_values.")),
+                                 key=_layer_order)
+        self.present_names = [n.replace("past_key_values.", "present.")
+                              for n in self.past_names]
+        # [batch, heads, past, head_dim]: heads and head_dim are fixed in the graph
+        self._kv_dims: tuple[int, int] | None = None
+        if self.past_names:
+            shape = inputs[self.past_names[0]].shape
+            self._kv_dims = (int(shape[1]), int(shape[3]))
 
     @classmethod
     def from_dir(
@@ -259,26 +297,48 @@ class OnnxCausalLM(_OnnxModel):
             raise ValueError(f"{model_dir} holds a {model.info.task} model, not a causal LM")
         return model
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = 16) -> list[str]:
+    @property
+    def has_cache(self) -> bool:
+        return bool(self.past_names)
+
+    @property
+    def pad_token_id(self) -> int:
+        return pad_id(self.tokenizer)
+
+    def empty_past(self, batch: int) -> list[np.ndarray]:
+        assert self._kv_dims is not None, "a graph without a KV cache has no past"
+        heads, dim = self._kv_dims
+        return [np.zeros((batch, heads, 0, dim), dtype=np.float32) for _ in self.past_names]
+
+    def step(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray,
+             past: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One forward pass on the cache: (logits of the new tokens, the grown cache).
+        ``attention_mask`` covers the past and the new tokens."""
+        feeds = {"input_ids": input_ids.astype(np.int64),
+                 "attention_mask": attention_mask.astype(np.int64),
+                 "position_ids": position_ids.astype(np.int64),
+                 **dict(zip(self.past_names, past, strict=True))}
+        out = self.session.run(["logits", *self.present_names], feeds)
+        return np.asarray(out[0]), [np.asarray(o) for o in out[1:]]
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Logits of whole right-padded sequences (an empty cache when the graph has one)."""
+        if not self.has_cache:
+            return super().run(input_ids, attention_mask)
+        positions = np.broadcast_to(np.arange(input_ids.shape[1], dtype=np.int64),
+                                    input_ids.shape)
+        return self.step(input_ids, attention_mask, positions,
+                         self.empty_past(input_ids.shape[0]))[0]
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 16,
+                 use_cache: bool = True) -> list[str]:
+        """Greedy continuations of ``prompts`` (batched, one step per new token)."""
+        from deploy.generation import greedy_batch
+
         if max_new_tokens < 0:
             raise ValueError("max_new_tokens must be >= 0")
-        rows = [encode_lm(self.tokenizer, p, self.max_length) for p in prompts]
-        eos = self.tokenizer.eos_token_id
-        out: list[list[int]] = [[] for _ in rows]
-        done = [False] * len(rows)
-        for _ in range(max_new_tokens):
-            active = [i for i, d in enumerate(done) if not d]
-            if not active:
-                break
-            ids, mask, lengths = pad_right([rows[i] for i in active], pad_id(self.tokenizer))
-            logits = self.run(ids, mask)
-            for j, i in enumerate(active):
-                token = int(logits[j, lengths[j] - 1].argmax())
-                if token == eos or len(rows[i]) >= self.max_length:
-                    done[i] = True
-                    continue
-                rows[i].append(token)
-                out[i].append(token)
+        rows = [self.prompt_ids(p) for p in prompts]
+        out = greedy_batch(self, rows, max_new_tokens, use_cache)
         return [self.tokenizer.decode(tokens, skip_special_tokens=True) for tokens in out]
 
     def prompt_ids(self, prompt: str) -> list[int]:
@@ -286,15 +346,6 @@ class OnnxCausalLM(_OnnxModel):
         for at least one new token."""
         row = encode_lm(self.tokenizer, prompt, 10**9)
         return row[-(self.max_length - 1):]
-
-    def next_token(self, row: Sequence[int]) -> int | None:
-        """One greedy step for streaming; None when the model ends the text (EOS) or the
-        context is full."""
-        if len(row) >= self.max_length:
-            return None
-        ids = np.asarray([row], dtype=np.int64)
-        token = int(self.run(ids, np.ones_like(ids))[0, -1].argmax())
-        return None if token == self.tokenizer.eos_token_id else token
 
     def nll(self, texts: Sequence[str], prompts: Sequence[str] | None = None) -> np.ndarray:
         """Mean negative log-likelihood per text; with ``prompts``, of the text given its prompt
@@ -314,6 +365,11 @@ class OnnxCausalLM(_OnnxModel):
         ids, mask, lengths = pad_right(rows, pad_id(self.tokenizer))
         logits = self.run(ids, mask)
         return token_nll(logits, ids, lengths, starts)
+
+
+def _layer_order(name: str) -> tuple[int, str]:
+    _, layer, kind = name.split(".")
+    return int(layer), kind
 
 
 def load_onnx(model_dir: Path | str, device: Device = "auto", threads: int | None = None,

@@ -1,7 +1,7 @@
 """The replica as an OpenAI-compatible server (as Triton's OpenAI frontend is): ``/v1/models``,
 ``/v1/chat/completions`` and ``/v1/completions`` over its loaded causal LMs, streamed (server-sent
-events, one token per chunk) or not, with ``usage``. Decoding is greedy: sampling params are
-accepted and not applied."""
+events, one token per chunk) or not, with ``usage``; decoded on the KV cache with the request's
+temperature, top_p, stop and seed (deploy.generation), greedy when temperature is 0 or absent."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from daemon.events import InferenceEvent
 from deploy.errors import DeployError
+from deploy.generate_api import pieces
+from deploy.generation import Sampling, Stream, render_chat
 from deploy.serving import LoadedModel, ModelServer, ServingError
 from deploy.tap_events import Answer, Privacy, inference_event
 
 REQUEST_ID_HEADER = "x-request-id"
 VERSION_HEADER = "x-model-version"
-DEFAULT_MAX_TOKENS = 16
 _FULL = Privacy()
 
 
@@ -42,55 +43,9 @@ def _error(exc: ApiError) -> JSONResponse:
                                    "code": code}}, status_code=exc.status)
 
 
-def render_chat(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
-    """The tokenizer's chat template when it has one; else ``role: content`` lines ending in
-    ``assistant:`` (the tiny test models have no template)."""
-    if getattr(tokenizer, "chat_template", None):
-        return str(tokenizer.apply_chat_template(messages, tokenize=False,
-                                                 add_generation_prompt=True))
-    lines = [f"{m['role']}: {m.get('content') or ''}" for m in messages]
-    return "\n".join([*lines, "assistant:"])
-
-
-class _Generation:
-    """One request's greedy decode, a token at a time, decoded incrementally to text."""
-
-    def __init__(self, slot: LoadedModel, prompt: str, max_tokens: int,
-                 stop: list[str]) -> None:
-        self.model = slot.model
-        self.row = self.model.prompt_ids(prompt)
-        self.prompt_tokens = len(self.row)
-        self.max_tokens = max_tokens
-        self.stop = stop
-        self.tokens: list[int] = []
-        self.text = ""
-        self.finish_reason: str | None = None
-
-    async def pieces(self, server: ModelServer) -> AsyncIterator[str]:
-        while self.finish_reason is None:
-            if len(self.tokens) >= self.max_tokens or len(self.row) >= self.model.max_length:
-                self.finish_reason = "length"
-                break
-            token = await server.in_pool(self.model.next_token, list(self.row))
-            if token is None:
-                self.finish_reason = "stop"
-                break
-            self.row.append(token)
-            self.tokens.append(token)
-            text = self.model.tokenizer.decode(self.tokens, skip_special_tokens=True)
-            if text.endswith("\ufffd"):
-                continue  # half a multi-byte character: wait for the rest
-            cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
-            if cut >= 0:
-                text, self.finish_reason = text[:cut], "stop"
-            piece, self.text = text[len(self.text):], text
-            if piece:
-                yield piece
-
-    @property
-    def usage(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": len(self.tokens),
-                "total_tokens": self.prompt_tokens + len(self.tokens)}
+def usage(run: Stream) -> dict[str, int]:
+    return {"prompt_tokens": run.tokens_in, "completion_tokens": len(run.tokens),
+            "total_tokens": run.tokens_in + len(run.tokens)}
 
 
 def openai_router(server: ModelServer, emit: Callable[[InferenceEvent], None],
@@ -110,7 +65,7 @@ def openai_router(server: ModelServer, emit: Callable[[InferenceEvent], None],
                            "model")
         return slot
 
-    def parse(body: Any, chat: bool) -> tuple[LoadedModel, str, int, list[str]]:
+    def parse(body: Any, chat: bool) -> tuple[LoadedModel, str, Sampling]:
         if not isinstance(body, dict):
             raise ApiError(400, "the body must be a JSON object")
         slot = generative(body.get("model"))
@@ -126,24 +81,21 @@ def openai_router(server: ModelServer, emit: Callable[[InferenceEvent], None],
             if not isinstance(body.get("prompt"), str):
                 raise ApiError(400, "`prompt` must be a string", "prompt")
             prompt = body["prompt"]
-        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-        max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-            raise ApiError(400, "`max_tokens` must be a positive integer", "max_tokens")
         if body.get("n", 1) != 1:
             raise ApiError(400, "only n=1 is supported", "n")
-        stop = body.get("stop") or []
-        stop = [stop] if isinstance(stop, str) else stop
-        if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
-            raise ApiError(400, "`stop` must be a string or a list of strings", "stop")
-        return slot, prompt, max_tokens, stop
+        try:
+            sampling = Sampling.from_params(body)
+        except ValueError as exc:  # the message starts with the parameter's name
+            raise ApiError(400, f"`{str(exc).split()[0]}` {str(exc).partition(' ')[2]}",
+                           str(exc).split()[0]) from None
+        return slot, prompt, sampling
 
-    def log(body: dict[str, Any], slot: LoadedModel, request_id: str, run: _Generation,
+    def log(body: dict[str, Any], slot: LoadedModel, request_id: str, run: Stream,
             started: float, first: float | None, error: str | None) -> None:
         ended = time.perf_counter()
         observe(slot.name, slot.version, error is None, ended - started)
         answer = Answer(text=run.text, finish_reason=run.finish_reason,
-                        tokens_in=run.prompt_tokens, tokens_out=len(run.tokens),
+                        tokens_in=run.tokens_in, tokens_out=len(run.tokens),
                         first_token_at=first)
         emit(inference_event(request_id=request_id, model=slot.name, version=str(slot.version),
                              replica=replica, body=body, answer=answer, started=started,
@@ -154,24 +106,25 @@ def openai_router(server: ModelServer, emit: Callable[[InferenceEvent], None],
         request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         try:
             body = json.loads(await request.body())
-            slot, prompt, max_tokens, stop = parse(body, chat)
+            slot, prompt, sampling = parse(body, chat)
         except ValueError as exc:
             return _error(ApiError(400, f"bad JSON: {exc}"))
         except ApiError as exc:
             return _error(exc)
-        run = _Generation(slot, prompt, max_tokens, stop)
+        run = Stream(slot.model, slot.model.prompt_ids(prompt), sampling)
+        timing: dict[str, float] = {}
         kind = "chat.completion" if chat else "text_completion"
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{request_id}", "created": int(time.time()),
                 "model": slot.name}
         headers = {REQUEST_ID_HEADER: request_id, VERSION_HEADER: str(slot.version)}
         if body.get("stream") is not True:
             try:
-                async for _ in run.pieces(server):
+                async for _ in pieces(server, run, timing):
                     pass
             except Exception as exc:
-                log(body, slot, request_id, run, started, None, repr(exc))
+                log(body, slot, request_id, run, started, timing.get("first"), repr(exc))
                 return _error(ApiError(500, repr(exc)))
-            log(body, slot, request_id, run, started, None, None)
+            log(body, slot, request_id, run, started, timing.get("first"), None)
             choice: dict[str, Any] = {"index": 0, "finish_reason": run.finish_reason,
                                       "logprobs": None}
             if chat:
@@ -179,7 +132,7 @@ def openai_router(server: ModelServer, emit: Callable[[InferenceEvent], None],
             else:
                 choice["text"] = run.text
             return JSONResponse({**head, "object": kind, "choices": [choice],
-                                 "usage": run.usage}, headers=headers)
+                                 "usage": usage(run)}, headers=headers)
         usage_too = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta: str | None, finish: str | None, role: bool = False) -> bytes:
@@ -195,25 +148,23 @@ def openai_router(server: ModelServer, emit: Callable[[InferenceEvent], None],
             return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
         async def events() -> AsyncIterator[bytes]:
-            first: float | None = None
             error: str | None = "client went away before the answer ended"
             try:
                 if chat:
                     yield chunk(None, None, role=True)
-                async for piece in run.pieces(server):
-                    first = first or time.perf_counter()
+                async for piece in pieces(server, run, timing):
                     yield chunk(piece, None)
                 yield chunk(None, run.finish_reason)
                 if usage_too:
                     payload = {**head, "object": f"{kind}.chunk" if chat else kind,
-                               "choices": [], "usage": run.usage}
+                               "choices": [], "usage": usage(run)}
                     yield b"data: " + json.dumps(payload).encode() + b"\n\n"
                 yield b"data: [DONE]\n\n"
                 error = None
             except Exception as exc:  # headers are gone: the stream just ends, and is logged
                 error = repr(exc)
             finally:
-                log(body, slot, request_id, run, started, first, error)
+                log(body, slot, request_id, run, started, timing.get("first"), error)
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 

@@ -1,7 +1,8 @@
 """The reference serving replica: Open Inference Protocol v2 over HTTP (health, model ready,
 metadata, infer), Triton's repository extension (index, load, unload), a plain-text endpoint,
-OpenAI-compatible /v1 endpoints for its generators (deploy.openai_api), and one InferenceEvent
-per request to Kafka — the fleet is the daemon's data source."""
+Triton's generate extension (deploy.generate_api) and OpenAI-compatible /v1 endpoints
+(deploy.openai_api) for its generators, and one InferenceEvent per request to Kafka — the fleet
+is the daemon's data source."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from daemon.events import InferenceEvent, Output
 from deploy.batching import QueueFull
 from deploy.emitter import EventEmitter
 from deploy.errors import DeployError
+from deploy.generate_api import generate_router
 from deploy.oip_binary import HEADER as BINARY_HEADER
 from deploy.oip_binary import read_request, write_response
 from deploy.openai_api import openai_router
@@ -136,6 +138,8 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
     app.state.emitter = emitter
     app.include_router(openai_router(server, emitter.emit, metrics.observe,
                                      settings.replica_name))
+    app.include_router(generate_router(server, emitter.emit, metrics.observe,
+                                       settings.replica_name))
 
     def log_event(slot_name: str, request_id: str, text: str, started: float,
                   prediction: Prediction | None, error: str | None, version: int | None) -> None:
@@ -185,7 +189,7 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
     @app.get("/v2")
     async def server_metadata() -> JSONResponse:
         return JSONResponse({"name": "lifeguard-replica", "version": "1",
-                             "extensions": ["model_repository", "lifeguard_text"]})
+                             "extensions": ["model_repository", "generate", "lifeguard_text"]})
 
     @app.get("/v2/models/{name}/ready")
     @app.get("/v2/models/{name}/versions/{version}/ready")
@@ -222,7 +226,8 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
             slot = server.get(name, None if version is None else parse_version(version))
         except (ServingError, DeployError) as exc:
             return _error(400, str(exc))
-        return JSONResponse(triton_config(name, slot.task, slot.version))
+        return JSONResponse(triton_config(name, slot.task, slot.version,
+                                          getattr(slot.model.info, "kv_cache", None)))
 
     # --- inference ------------------------------------------------------------------------
 

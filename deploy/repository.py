@@ -18,7 +18,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,18 +249,30 @@ class ModelRepository:
         return record
 
 
-def triton_config(model: str, task: str, version: int | None = None) -> dict[str, Any]:
-    """The model config as Triton's JSON form, as sent in a load request's ``config``."""
+def triton_config(model: str, task: str, version: int | None = None,
+                  kv_cache: Sequence[int] | None = None) -> dict[str, Any]:
+    """The model config as Triton's JSON form, as sent in a load request's ``config``; a causal
+    LM exported with its KV cache (``kv_cache`` = layers, heads, head dim) lists its position
+    ids, past and present tensors too."""
     logits_dims = [-1, -1] if task == "sequence-classification" else [-1, -1, -1]
     policy: dict[str, Any] = ({"specific": {"versions": [version]}} if version is not None
                               else {"latest": {"num_versions": 1}})
+    inputs = [{"name": n, "data_type": "TYPE_INT64", "dims": [-1, -1]}
+              for n in ("input_ids", "attention_mask")]
+    outputs = [{"name": "logits", "data_type": "TYPE_FP32", "dims": logits_dims}]
+    if kv_cache is not None:
+        layers, heads, head_dim = kv_cache
+        inputs.append({"name": "position_ids", "data_type": "TYPE_INT64", "dims": [-1, -1]})
+        for prefix, tensors in (("past_key_values", inputs), ("present", outputs)):
+            tensors.extend({"name": f"{prefix}.{i}.{kind}", "data_type": "TYPE_FP32",
+                            "dims": [-1, heads, -1, head_dim]}
+                           for i in range(layers) for kind in ("key", "value"))
     return {
         "name": model,
         "backend": "onnxruntime",
         "max_batch_size": 0,
-        "input": [{"name": n, "data_type": "TYPE_INT64", "dims": [-1, -1]}
-                  for n in ("input_ids", "attention_mask")],
-        "output": [{"name": "logits", "data_type": "TYPE_FP32", "dims": logits_dims}],
+        "input": inputs,
+        "output": outputs,
         "version_policy": policy,
     }
 
@@ -268,7 +280,9 @@ def triton_config(model: str, task: str, version: int | None = None) -> dict[str
 def triton_config_pbtxt(model: str, info: Mapping[str, Any], pinned: int | None = None) -> str:
     """Triton's config.pbtxt: the latest version, or ``pinned`` once a version was withdrawn
     (Triton would otherwise pick the withdrawn one up again on a restart)."""
-    config = triton_config(model, str(info["task"]))
+    kv = info.get("kv_cache")
+    config = triton_config(model, str(info["task"]), kv_cache=None if not kv else (
+        int(kv["layers"]), int(kv["heads"]), int(kv["head_dim"])))
     lines = [f'name: "{model}"', 'backend: "onnxruntime"', "max_batch_size: 0"]
     for key in ("input", "output"):
         for tensor in config[key]:

@@ -268,7 +268,7 @@ def cached_onnx_classifier(precision: str = "fp32", domain: str = "electronics")
 
 @functools.cache
 def cached_onnx_causal_lm(domain: str = "electronics") -> Path:
-    """The cached tiny GPT-2 exported to ONNX per the artifact contract (fp32)."""
+    """The cached tiny GPT-2 exported to ONNX with its KV cache per the artifact contract (fp32)."""
     from actions.export import export_model
 
     out = _cache_root() / f"onnx-lm-{domain}"

@@ -93,5 +93,7 @@ def lm_ctx(workspace: Path, lm_dir: Path) -> StepContext:
     return StepContext(
         run_id="run-lm", model_dir=lm_dir, output_dir=workspace / "lm-out", snapshot=snapshot,
         champion_dir=lm_dir, device="cpu", threads=2,
-        train=TrainConfig(epochs=2, batch_size=16, learning_rate=3e-3, max_length=48),
+        # LoRA (the default for a causal LM) learns at a higher rate than full fine-tuning
+        train=TrainConfig(epochs=2, batch_size=16, learning_rate=1e-2, max_length=48),
+        policy=ActionPolicy(gate_new_tokens=8),
     )

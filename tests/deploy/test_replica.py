@@ -23,7 +23,7 @@ from deploy.fleet import ReplicaClient
 from deploy.inference import OnnxClassifier
 from deploy.repository import ModelRepository, triton_config
 from harness.replicas import MODEL, REPO_ROOT, TOPIC, ReplicaProcess
-from harness.tiny_models import cached_causal_lm, cached_onnx_classifier
+from harness.tiny_models import cached_onnx_causal_lm, cached_onnx_classifier
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LM = "writer"
@@ -32,15 +32,12 @@ LM = "writer"
 @pytest.fixture(scope="module")
 def served(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory,
            ) -> Iterator[tuple[ReplicaProcess, ModelRepository]]:
-    from actions.export import export_model
-
     root = tmp_path_factory.mktemp("replica")
     ensure_topics(broker.bootstrap, {TOPIC: 1})
     repo = ModelRepository(root / "repo")
     repo.publish(MODEL, cached_onnx_classifier("fp32"), run_id="v1")
     repo.publish(MODEL, cached_onnx_classifier("int8"), run_id="v2")
-    export_model(cached_causal_lm(), root / "lm")
-    repo.publish(LM, root / "lm", run_id="lm1")
+    repo.publish(LM, cached_onnx_causal_lm(), run_id="lm1")  # exported with its KV cache
     replica = ReplicaProcess(repo.root, "solo", [f"{MODEL}:1", LM], broker.bootstrap, root)
     replica.start().wait_ready()
     try:
@@ -294,3 +291,85 @@ def test_openai_endpoints_over_the_generator(
     assert event.output.finish_reason == answer.choices[0].finish_reason
     assert event.input is not None and [(m.role, m.content) for m in event.input[  # type: ignore[union-attr]
         "messages"]] == [("user", "the battery is")]
+
+
+def _events(broker: LocalBroker, ids: set[str]) -> dict[str, InferenceEvent]:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(TOPIC, bootstrap_servers=broker.bootstrap, group_id=None,
+                             auto_offset_reset="earliest")
+    found: dict[str, InferenceEvent] = {}
+    deadline = time.monotonic() + 15
+    while len(found) < len(ids) and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            for record in records:
+                event = decode(record.value)
+                if isinstance(event, InferenceEvent) and event.request_id in ids:
+                    found[event.request_id] = event
+    consumer.close()
+    return found
+
+
+def test_triton_generate_extension_and_its_events(
+        served: tuple[ReplicaProcess, ModelRepository], broker: LocalBroker) -> None:
+    """generate and generate_stream over HTTP: greedy answers are the KV-cache decode of the
+    same graph in this process, a stream's events add up to the answer, sampling is seeded,
+    and every request's event carries TTFT, token counts, finish_reason, params and prompt."""
+    import json
+
+    from deploy.inference import OnnxCausalLM
+
+    replica, repo = served
+    url = f"{replica.url}/v2/models/{LM}"
+    prompt = "the battery is"
+    once = httpx.post(f"{url}/generate", headers={"x-request-id": "gen-once"},
+                      json={"text_input": prompt, "parameters": {"max_tokens": 6}})
+    assert once.status_code == 200
+    body = once.json()
+    assert set(body) == {"model_name", "model_version", "text_output"}
+    assert (body["model_name"], body["model_version"]) == (LM, "1")
+    local = OnnxCausalLM.from_dir(repo.version_dir(LM, 1), "cpu", 1)
+    assert local.has_cache
+    assert body["text_output"] == local.generate([prompt], max_new_tokens=6)[0]
+
+    with httpx.stream("POST", f"{url}/versions/1/generate_stream",
+                      headers={"x-request-id": "gen-stream"},
+                      json={"text_input": prompt, "parameters": {"max_tokens": 6}}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in lines)
+    events = [json.loads(line[6:]) for line in lines]
+    assert all(e["model_name"] == LM and e["model_version"] == "1" for e in events)
+    assert "".join(e["text_output"] for e in events) == body["text_output"]
+    assert len(events) >= 2  # token by token, not one blob
+
+    sampled = [httpx.post(f"{url}/generate", headers={"x-request-id": f"gen-sample-{i}"},
+                          json={"text_input": prompt, "parameters": {
+                              "max_tokens": 8, "temperature": 1.5, "top_p": 0.95,
+                              "seed": seed}}).json()["text_output"]
+               for i, seed in enumerate((7, 7, 8, 9, 10))]
+    assert sampled[0] == sampled[1]  # one seed, one answer
+    assert len(set(sampled)) > 1  # temperature really samples
+
+    bad = httpx.post(f"{url}/generate", json={"text_input": prompt,
+                                               "parameters": {"temperature": -1}})
+    assert bad.status_code == 400 and "temperature" in bad.json()["error"]
+    assert httpx.post(f"{replica.url}/v2/models/{MODEL}/generate",
+                      json={"text_input": "x"}).status_code == 400  # a classifier
+    assert httpx.post(f"{replica.url}/v2/models/nope/generate",
+                      json={"text_input": "x"}).status_code == 404
+    assert httpx.post(f"{url}/versions/9/generate", json={"text_input": "x"}).status_code == 404
+
+    found = _events(broker, {"gen-once", "gen-stream", "gen-sample-0"})
+    assert set(found) == {"gen-once", "gen-stream", "gen-sample-0"}
+    for rid in ("gen-once", "gen-stream"):
+        event = found[rid]
+        assert event.model == LM and event.model_version == "1" and event.status == "ok"
+        assert event.input == {"prompt": prompt} and event.params == {"max_tokens": 6}
+        assert event.ttft_ms is not None and 0 < event.ttft_ms <= event.latency_ms
+        assert event.tokens_in == len(local.prompt_ids(prompt))
+        assert event.output is not None and event.output.text == body["text_output"]
+        assert event.tokens_out is not None and 1 <= event.tokens_out <= 6
+        assert event.output.finish_reason == ("length" if event.tokens_out == 6 else "stop")
+    assert found["gen-sample-0"].params == {"max_tokens": 8, "temperature": 1.5, "top_p": 0.95,
+                                            "seed": 7}

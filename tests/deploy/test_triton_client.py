@@ -17,7 +17,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from deploy.inference import OnnxCausalLM, OnnxClassifier
+from deploy.inference import ModelInfo, OnnxCausalLM, OnnxClassifier
 from deploy.repository import ModelRepository, triton_config
 from harness.replicas import MODEL, ReplicaProcess
 from harness.tiny_models import cached_onnx_causal_lm, cached_onnx_classifier
@@ -148,7 +148,9 @@ def test_every_config_pbtxt_is_a_triton_model_config(
         assert config.max_batch_size == 0 and config.version_policy.HasField("latest")
         # The load override the controller sends is the same config in Triton's JSON form.
         task = "causal-lm" if name == LM else "sequence-classification"
-        override = json_format.ParseDict(triton_config(name, task, 1),
+        kv = ModelInfo.read(repo.version_dir(name, 1)).kv_cache  # the LM's cache tensors
+        assert (kv is not None) == (name == LM)
+        override = json_format.ParseDict(triton_config(name, task, 1, kv),
                                          model_config_pb2.ModelConfig())
         assert list(override.input) == list(config.input)
         assert list(override.output) == list(config.output)
