@@ -23,9 +23,9 @@ def support_settings(mode: str = "auto", tiny: bool = False) -> LoopSettings:
     """The loop's knobs for the support bot on two CPU cores."""
     from harness.processes import LoopSettings
 
-    return LoopSettings(mode=mode, replicas=2 if tiny else 3, window=600, reference=150,
+    return LoopSettings(mode=mode, replicas=2 if tiny else 3, window=240, reference=150,
                         evaluate_every=50, min_labels=60, hold=2, canary_events=40,
-                        canary_labels=15, train_epochs=6, train_lr=2e-3, train_max_length=64,
+                        canary_labels=15, train_epochs=4, train_lr=2e-3, train_max_length=64,
                         embedding_sample=0, model=MODEL, task="causal-lm")
 
 
