@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -84,11 +85,12 @@ def _verdicts(state: LoopState) -> Panel:
     for evaluation in state.evaluations:
         latest[evaluation["model_version"]] = evaluation
     for version, evaluation in sorted(latest.items()):
-        for result in evaluation.get("results", [])[:9]:
+        for result in evaluation.get("results", [])[:12]:
             verdict = result["verdict"]
             style = {"breach": "red", "ok": "green"}.get(verdict, "dim")
             statistic, threshold = result["statistic"], result["threshold"]
-            table.add_row(result["key"], f"v{version}",
+            # escaped: "drift.length[input_text]" is not rich markup
+            table.add_row(escape(result["key"]), f"v{version}",
                           "-" if statistic is None else f"{statistic:.4g}",
                           "-" if threshold is None else f"{threshold:.4g}",
                           f"[{style}]{verdict}[/]")
