@@ -41,7 +41,7 @@ def _signals_stop_once() -> Iterator[None]:
 
 
 def run_demo(approve: bool, workdir: Path, rate: float, shift_at: float, duration: float,
-             after_recovery: float, tiny: bool = False) -> int:
+             after_recovery: float, tiny: bool = False, scenario: str = "reviews") -> int:
     """Run the demo scenario; returns the process exit code (130 after Ctrl-C, 0 after
     SIGTERM: both stop the whole stack in order first)."""
     from rich.console import Console
@@ -49,6 +49,15 @@ def run_demo(approve: bool, workdir: Path, rate: float, shift_at: float, duratio
     console = Console()
     with _signals_stop_once():
         try:
+            if scenario == "support":
+                import logging
+
+                from harness.support_demo import run_support_demo
+
+                logging.basicConfig(level=logging.WARNING)
+                logging.getLogger("kafka").setLevel(logging.CRITICAL)
+                return run_support_demo(console, approve, workdir, rate, shift_at, duration,
+                                        after_recovery, tiny)
             return _run(console, approve, workdir, rate, shift_at, duration, after_recovery,
                         tiny)
         except Stopped:

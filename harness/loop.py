@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from harness.processes import MODEL, TOPIC, Stack
+from harness.processes import TOPIC, Stack
 
 
 @dataclass
@@ -93,7 +93,7 @@ class Observer:
 
     def _evaluations(self) -> None:
         state = self.state
-        body = self.stack.api(f"/evaluations?model={MODEL}&limit=20")
+        body = self.stack.api(f"/evaluations?model={self.stack.settings.model}&limit=20")
         for evaluation in reversed(body.get("evaluations", [])):
             if evaluation["id"] in self._seen_eval:
                 continue
@@ -110,7 +110,7 @@ class Observer:
 
     def _runs(self) -> None:
         state = self.state
-        for run in self.stack.api(f"/runs?model={MODEL}").get("runs", []):
+        for run in self.stack.api(f"/runs?model={self.stack.settings.model}").get("runs", []):
             rid = run["id"]
             if rid not in state.runs:
                 state.mark("run", f"run {rid} created ({run['pipeline']}, {run['mode']})")

@@ -47,6 +47,8 @@ class LoopSettings:
     train_max_length: int = 64
     embedding_sample: int = 150
     extra_model: dict[str, Any] = field(default_factory=dict)
+    model: str = MODEL  # the served model's name
+    task: str = "sequence-classification"  # or "causal-lm": harness.generator_stack's config
 
 
 def stop_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
@@ -97,8 +99,8 @@ class Stack:
         self.broker = LocalBroker(log_path=self.logs / "broker.log").start()
         ensure_topics(self.broker.bootstrap, {TOPIC: 1, "lifeguard.dead-letter": 1})
         repository = ModelRepository(self.repository)
-        if repository.latest(MODEL) is None:
-            repository.publish(MODEL, deployable, trigger="initial deployment")
+        if repository.latest(self.settings.model) is None:
+            repository.publish(self.settings.model, deployable, trigger="initial deployment")
         # Spawned together, then awaited: each replica's start-up is mostly imports.
         pending = [self._start_replica(i) for i in range(self.settings.replicas)]
         for i, url in enumerate(pending):
@@ -124,7 +126,7 @@ class Stack:
         assert self.broker is not None
         port = free_port()
         self._spawn(f"replica-{i}", ["replica", "--repository", str(self.repository),
-                                     "--model", MODEL, "--port", str(port),
+                                     "--model", self.settings.model, "--port", str(port),
                                      "--name", f"replica-{i}", "--kafka", self.broker.bootstrap,
                                      "--topic", TOPIC, "--threads", "1"])
         return f"http://127.0.0.1:{port}"
@@ -133,7 +135,7 @@ class Stack:
         s = self.settings
         assert self.broker is not None
         model: dict[str, Any] = {
-            "name": MODEL,
+            "name": s.model,
             "base_model": str(checkpoint),
             "window": {"size": s.window},
             "reference": {"first_n": s.reference},
@@ -153,7 +155,7 @@ class Stack:
         }
         train = {"epochs": s.train_epochs, "max_length": s.train_max_length,
                  "batch_size": 32, "learning_rate": s.train_lr}
-        return {
+        config = {
             "kafka": {"bootstrap_servers": [self.broker.bootstrap], "topics": [TOPIC],
                       "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
             "api": {"port": port, "token": TOKEN},
@@ -175,6 +177,11 @@ class Stack:
                           "max_latency_ratio": 5.0, "max_accuracy_drop": 0.05,
                           "timeout_s": 600.0, "poll_interval_s": 1.0}}},
         }
+        if s.task == "causal-lm":
+            from harness.generator_stack import generator_config
+
+            generator_config(config, s)
+        return config
 
     def _start_daemon(self, checkpoint: Path) -> None:
         port = free_port()
@@ -201,7 +208,7 @@ class Stack:
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 index = httpx.post(f"{url}/v2/repository/index", json={}, timeout=5).json()
                 ready = [int(m["version"]) for m in index
-                         if m.get("name") == MODEL and m.get("state") == "READY"]
+                         if m.get("name") == self.settings.model and m.get("state") == "READY"]
                 version = max(ready) if ready else None
             served.append(version)
         return served

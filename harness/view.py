@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -22,6 +23,8 @@ def render(state: LoopState, approve_hint: str | None = None) -> Group:
 
 def _traffic(state: LoopState) -> Panel:
     sim = state.simulator
+    if hasattr(sim, "quality_between"):
+        return _chat_traffic(state, sim)
     table = Table.grid(padding=(0, 2))
     table.add_row("t", f"{state.now_s():6.0f} s", "replicas serve",
                   " ".join(f"v{v}" if v is not None else "-" for v in state.served))
@@ -33,6 +36,32 @@ def _traffic(state: LoopState) -> Panel:
                       "  ".join(f"v{v}: {a:.1%}" for v, a in sorted(recent.items())) or "-",
                       "shifted traffic", f"{sim.shifted_sent:,}")
     return Panel(table, title="traffic (simulator's ground truth)", border_style="blue")
+
+
+def _chat_traffic(state: LoopState, sim: Any, span_s: float = 20.0) -> Panel:
+    """A generator's traffic: answer quality (ROUGE-L against the known correct answer) and
+    the client's TTFT per serving version over the last ``span_s``."""
+    table = Table.grid(padding=(0, 2))
+    table.add_row("t", f"{state.now_s():6.0f} s", "replicas serve",
+                  " ".join(f"v{v}" if v is not None else "-" for v in state.served))
+    table.add_row("chats", f"{sim.sent:,} ({sim.failed} failed)", "feedback sent",
+                  f"{sim.feedback_sent:,}")
+    points = sim.timeline
+    newest = max((p.t_s for p in points), default=0.0)
+    recent: dict[str, list[float]] = {}
+    for p in points:
+        if p.t_s >= newest - span_s and p.answered:
+            seen = recent.setdefault(p.version, [0, 0.0, 0.0])
+            seen[0] += p.answered
+            seen[1] += p.score_sum
+            seen[2] += p.ttft_sum_ms
+    table.add_row(f"quality, last {span_s:.0f} s",
+                  "  ".join(f"v{v}: {q / n:.3f}" for v, (n, q, _) in sorted(recent.items()))
+                  or "-",
+                  "TTFT", "  ".join(f"v{v}: {t / n:.0f} ms"
+                                   for v, (n, _, t) in sorted(recent.items())) or "-")
+    return Panel(table, title="chats (simulator's ground truth: ROUGE-L vs the right answer)",
+                 border_style="blue")
 
 
 def _recent_accuracy(sim: Any, span_s: float = 20.0) -> dict[str, float]:
@@ -56,11 +85,12 @@ def _verdicts(state: LoopState) -> Panel:
     for evaluation in state.evaluations:
         latest[evaluation["model_version"]] = evaluation
     for version, evaluation in sorted(latest.items()):
-        for result in evaluation.get("results", [])[:9]:
+        for result in evaluation.get("results", [])[:12]:
             verdict = result["verdict"]
             style = {"breach": "red", "ok": "green"}.get(verdict, "dim")
             statistic, threshold = result["statistic"], result["threshold"]
-            table.add_row(result["key"], f"v{version}",
+            # escaped: "drift.length[input_text]" is not rich markup
+            table.add_row(escape(result["key"]), f"v{version}",
                           "-" if statistic is None else f"{statistic:.4g}",
                           "-" if threshold is None else f"{threshold:.4g}",
                           f"[{style}]{verdict}[/]")
