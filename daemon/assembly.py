@@ -138,7 +138,7 @@ def version_gate(config: DaemonConfig) -> VersionGate:
     from deploy.rollout_store import RolloutStore
 
     repository = ModelRepository(config.fleet.repository)
-    rollouts = RolloutStore(config.state.path)
+    rollouts = RolloutStore(config.state.location)
 
     def published(model: str) -> list[str]:
         return [str(v) for v in repository.versions(model)]

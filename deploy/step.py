@@ -90,6 +90,21 @@ def deploy(request: DeployRequest, fleet_config: FleetConfig, state: Path | str,
         fleet.close()
 
 
+def reconcile_fleet(model: str, fleet_config: FleetConfig, state: Path | str,
+                    fence: Fence | None = None) -> RolloutRecord | None:
+    """After a deploy step died (its worker killed at its timeout), put the fleet back on one
+    version: an unfinished canary is abandoned to the stable version, drifted replicas are
+    brought back to the last rollout's outcome. None when the model never rolled out."""
+    store = RolloutStore(state, fence)
+    fleet = FleetClient(fleet_config.replicas, fleet_config.rollout.request_timeout_s)
+    try:
+        controller = RolloutController(fleet, ModelRepository(fleet_config.repository), store,
+                                       fleet_config.rollout)
+        return controller.reconcile(model)
+    finally:
+        fleet.close()
+
+
 def _result(record: RolloutRecord, resumed: bool) -> DeployResult:
     return DeployResult(
         model=record.model, version=record.to_version, from_version=record.from_version,

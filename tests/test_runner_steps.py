@@ -149,6 +149,25 @@ def test_step_timeout_kills_the_worker_and_fails(store: StateStore, tmp_path: Pa
     assert _processes_mentioning(str(tmp_path / "runs")) == [], "the worker was killed"
 
 
+def test_a_timed_out_step_is_cleaned_up_after_and_a_failed_one_is_not(
+        store: StateStore, tmp_path: Path) -> None:
+    """The hook a deploy uses to put the fleet back on one version runs after a timeout only
+    (the deploy's reconcile itself is tested against real replicas in tests/deploy)."""
+    calls: list[tuple[str, str]] = []
+    runner = _runner(store, tmp_path, after_timeout=lambda run, step, fence: calls.append(
+        (run.id, step)))
+    hang = ({"name": "deploy", "uses": "runner_quick_steps:hang", "timeout": 1.0,
+             "params": {"log": str(tmp_path / "steps.log")}},)
+    hung = queued_run(store, "m", hang)
+    runner.execute(hung)
+    assert calls == [(hung, "deploy")]
+    failing = queued_run(store, "m2", quick_steps(tmp_path / "other.log", n=1, fail=True))
+    runner.execute(failing)
+    run = store.get_run(failing)
+    assert run is not None and run.state is RunState.FAILED
+    assert calls == [(hung, "deploy")], "a step that failed on its own is not cleaned up"
+
+
 def test_rolled_back_step_ends_the_run_rolled_back(store: StateStore, tmp_path: Path) -> None:
     steps = quick_steps(tmp_path / "steps.log", n=2, rolled_back=True)
     run_id = queued_run(store, "m", steps)

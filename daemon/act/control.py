@@ -66,13 +66,29 @@ class ControlPlane:
         self.runner = Runner(store, work_root, settings.runner.max_concurrent_runs,
                              settings.runner.poll_interval, worker_settings, worker_env,
                              owns=owns, registry=registry, owner=settings.runner.instance_id,
-                             lease_ttl_s=settings.runner.lease_ttl, prepare=self._prepare)
+                             lease_ttl_s=settings.runner.lease_ttl, prepare=self._prepare,
+                             after_timeout=self._after_timeout)
+        self._fleet = config.fleet
+        self._state = config.state.location
         self.router: APIRouter = create_router(
             store, self.engine, config.api.resolved_token(), settings.alerts,
             on_change=self.runner.wake, deployed_version=deployed_version,
             webhook_token=config.api.resolved_webhook_token(),
             references={m.name: describe_reference(m.reference) for m in config.models},
         )
+
+    def _after_timeout(self, run: ActionRun, step: str, fence: Fence | None) -> None:
+        """A deploy step killed at its timeout may have left a canary on part of the fleet:
+        reconcile the fleet to one version now, not at the model's next deploy."""
+        if step != "deploy" or self._fleet is None:
+            return
+        from deploy.step import reconcile_fleet
+
+        record = reconcile_fleet(run.model, self._fleet, self._state, fence)
+        self.store.audit("fleet.reconciled", "runner", run.model, run.id,
+                         {"after": f"{step} timed out",
+                          "rollout": None if record is None else record.id,
+                          "phase": None if record is None else record.phase})
 
     def _prepare(self, run: ActionRun, fence: Fence) -> None:
         """The owner's snapshot for a run triggered on another instance (an alert that

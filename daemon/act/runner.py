@@ -72,6 +72,7 @@ class Runner:
         lease_ttl_s: float = 30.0,
         take_over_on_start: bool | None = None,
         prepare: Callable[[ActionRun, Fence], None] | None = None,
+        after_timeout: Callable[[ActionRun, str, Fence | None], None] | None = None,
     ) -> None:
         """``settings`` go to every step in its spec file; ``worker_env`` is only the worker
         process's environment (PYTHONPATH, library switches), never lifeguard's settings.
@@ -81,7 +82,9 @@ class Runner:
         host-pid), which lapse ``lease_ttl_s`` after their last renewal. ``take_over_on_start``
         (default: a SQLite store, one instance's alone): runs a previous process leased are
         taken over at once. ``prepare`` gives a run created on another instance what it lacks
-        (its snapshot) before the first step."""
+        (its snapshot) before the first step. ``after_timeout(run, step, fence)`` runs when a
+        step's worker was killed at its timeout (a deploy puts the fleet back on one
+        version)."""
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
         if poll_interval <= 0:
@@ -100,6 +103,7 @@ class Runner:
                                   lease_ttl_s)
         self._take_over = not store.shared if take_over_on_start is None else take_over_on_start
         self._prepare = prepare
+        self._after_timeout = after_timeout
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -270,8 +274,19 @@ class Runner:
                 continue
             self.store.transition(run.id, RunState.FAILED, "runner", [RunState.RUNNING],
                                   evidence, error=error, fence=self.leases.fence(run.id))
+            if outcome.kind == "timeout" and self._after_timeout is not None:
+                self._clean_up_after_timeout(run, step["name"])
             return False
         return False
+
+    def _clean_up_after_timeout(self, run: ActionRun, step: str) -> None:
+        assert self._after_timeout is not None
+        try:
+            self._after_timeout(run, step, self.leases.fence(run.id))
+        except Exception as exc:  # the run has failed already; say what is left to do
+            log.exception("clean-up after %s of run %s timed out failed", step, run.id)
+            self.store.audit("run.cleanup_failed", "runner", run.model, run.id,
+                             {"step": step, "error": repr(exc)})
 
     def _record(self, run: ActionRun, index: int, result: dict[str, Any], attempt: int) -> bool:
         """Record a finished step (one transaction)."""
