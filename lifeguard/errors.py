@@ -11,6 +11,7 @@ on the cause::
     ├── ConfigError (+ValueError)             daemon.config: a config file cannot be used
     ├── EventError (+ValueError)              daemon.events: a message that fails the contract
     ├── RejectedEvents                        daemon.ingest.batch: a sink applied all but these
+    ├── WorkerLost                            daemon.monitor.evaluation_worker: a pass lost
     ├── StoreError                            lifeguard.state.engine: the state store is unusable
     │   └── StaleLeaseError                       lifeguard.state.fencing: a stale fence
     ├── AlertPayloadError (+ValueError)       daemon.act.alerts: not an Alertmanager payload

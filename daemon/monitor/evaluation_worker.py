@@ -22,11 +22,12 @@ from multiprocessing.connection import Connection
 
 from daemon.monitor.deltas import PassDelta
 from daemon.monitor.detector_pass import ModelSpec, PassOutcome
+from lifeguard.errors import LifeguardError
 
 log = logging.getLogger(__name__)
 
 
-class WorkerLost(Exception):
+class WorkerLost(LifeguardError):
     """The pass did not come back: the worker crashed, hung past its timeout, or never
     started. ``reason`` is the metric label: crash, timeout or start."""
 
