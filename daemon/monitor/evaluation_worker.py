@@ -97,7 +97,10 @@ class WorkerProcess:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "daemon.monitor.evaluation_worker", str(theirs.fileno()),
                  str(self.nice)],
-                pass_fds=[theirs.fileno()], env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+                pass_fds=[theirs.fileno()], env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+                # its own process group: a terminal's Ctrl-C reaches the daemon, which stops
+                # the worker in order (the worker also exits when the daemon is gone)
+                process_group=0)
         finally:
             theirs.close()
         conn = Connection(ours.detach())

@@ -135,7 +135,10 @@ class Evaluator:
                 return
             try:
                 lane.backend.ensure()
-            except Exception:  # the first pass starts it again and counts it
+            except Exception as exc:  # the first pass starts it again and counts it
+                if self._closing:  # stopped while it started (a Ctrl-C reaches it too)
+                    log.debug("evaluation backend stopped while starting: %r", exc)
+                    return
                 log.warning("starting an evaluation backend failed", exc_info=True)
 
     def stop(self) -> None:
