@@ -79,7 +79,7 @@ def _run(console: Console, approve: bool, workdir: Path, rate: float, shift_at: 
     from harness.base_model import prepare_base_model, prepare_tiny_base_model
     from harness.loop import run_scenario
     from harness.processes import TOKEN, LoopSettings, Stack
-    from harness.report import summary_line, write_report
+    from harness.report import print_summary, write_report
     from harness.view import render
     from simulator.scenarios import ScenarioConfig
 
@@ -122,10 +122,5 @@ def _run(console: Console, approve: bool, workdir: Path, rate: float, shift_at: 
             result = run_scenario(stack, scenario, on_tick=tick,
                                   after_recovery_s=after_recovery)
     report = write_report(result, workdir / "report.html")
-    console.rule("summary")
-    for moment in result.state.moments:
-        if moment.kind != "step":
-            console.print(f"{moment.t_s:7.1f}s  {moment.kind:<11} {moment.text}")
-    console.print(f"[bold]{summary_line(result)}[/]")
-    console.print(f"report: {report}")
+    print_summary(console, result, report)
     return 0

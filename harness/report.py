@@ -133,3 +133,14 @@ def summary_line(result: LoopResult, false_actions: int | None = None) -> str:
     if false_actions is not None:
         line += f", false_actions {false_actions}"
     return line
+
+
+def print_summary(console: Any, result: LoopResult, report: Path) -> None:
+    """The end of a demo in the terminal: every moment but the steps, the summary line, and
+    where the HTML report is."""
+    console.rule("summary")
+    for moment in result.state.moments:
+        if moment.kind != "step":
+            console.print(f"{moment.t_s:7.1f}s  {moment.kind:<11} {moment.text}")
+    console.print(f"[bold]{summary_line(result)}[/]")
+    console.print(f"report: {report}")

@@ -45,7 +45,7 @@ def run_support_demo(console: Console, approve: bool, workdir: Path, rate: float
 
     from harness.chat_loop import run_support
     from harness.processes import TOKEN, Stack
-    from harness.report import summary_line, write_report
+    from harness.report import print_summary, write_report
     from harness.support_model import prepare_support_model
     from harness.view import render
 
@@ -77,10 +77,5 @@ def run_support_demo(console: Console, approve: bool, workdir: Path, rate: float
             result = run_support(stack, scenario, on_tick=tick, after_recovery_s=after_recovery)
     report = write_report(result, workdir / "report-support.html",
                           title="lifeguard: the loop for a support chat bot")
-    console.rule("summary")
-    for moment in result.state.moments:
-        if moment.kind != "step":
-            console.print(f"{moment.t_s:7.1f}s  {moment.kind:<11} {moment.text}")
-    console.print(f"[bold]{summary_line(result)}[/]")
-    console.print(f"report: {report}")
+    print_summary(console, result, report)
     return 0

@@ -57,6 +57,7 @@ def replica(
     InferenceEvent per request to Kafka."""
     from pydantic import ValidationError
 
+    from daemon.cli.options import exit_on_bad_options
     from deploy.fleet import REPLICA_TOKEN_ENV
     from deploy.replica import ReplicaSettings, serve
 
@@ -69,9 +70,5 @@ def replica(
             # The repository API's token comes from the environment, never the command line.
             control_token=os.environ.get(REPLICA_TOKEN_ENV) or None))
     except ValidationError as exc:
-        for error in exc.errors():
-            where = ".".join(str(p) for p in error["loc"])
-            typer.secho(f"--{where.replace('_', '-')}: {error['msg']}", fg=typer.colors.RED,
-                        err=True)
-        raise typer.Exit(2) from None
+        exit_on_bad_options(exc)
     serve(settings)

@@ -55,6 +55,7 @@ def tap(
     FeedbackEvents. Kafka being slow or down never slows or fails a request."""
     from pydantic import ValidationError
 
+    from daemon.cli.options import exit_on_bad_options
     from deploy.tap import TapSettings, serve
 
     try:
@@ -64,9 +65,5 @@ def tap(
             max_content_chars=max_content_chars, buffer=buffer, kafka_timeout_s=kafka_timeout_s,
             stream_usage=stream_usage, timeout_s=timeout_s))
     except ValidationError as exc:
-        for error in exc.errors():
-            where = ".".join(str(p) for p in error["loc"])
-            typer.secho(f"--{where.replace('_', '-')}: {error['msg']}", fg=typer.colors.RED,
-                        err=True)
-        raise typer.Exit(2) from None
+        exit_on_bad_options(exc)
     serve(settings)
