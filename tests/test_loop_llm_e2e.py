@@ -15,7 +15,8 @@ from harness.chat_loop import run_support
 from harness.processes import Stack
 from harness.support_demo import support_scenario, support_settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long,
+              pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")
