@@ -41,9 +41,7 @@ def run_support(stack: Stack, scenario: SupportScenarioConfig,
             state.simulator = simulator.stats
             if on_tick is not None:
                 on_tick(state)
-            if (after_recovery_s is not None and state.recover_s is not None
-                    and state.shift_at_s is not None and state.now_s()
-                    >= state.shift_at_s + state.recover_s + settle_s + after_recovery_s):
+            if state.done_after_recovery(settle_s, after_recovery_s):
                 simulator.stop()
     except KeyboardInterrupt:
         stack.note("interrupted: stopping the chat simulator")

@@ -45,6 +45,12 @@ class LoopState:
     def now_s(self) -> float:
         return time.monotonic() - self.started
 
+    def done_after_recovery(self, settle_s: float, after_recovery_s: float | None) -> bool:
+        """Recovered, settled, and ``after_recovery_s`` more seconds of traffic seen."""
+        return (after_recovery_s is not None and self.recover_s is not None
+                and self.shift_at_s is not None and self.now_s()
+                >= self.shift_at_s + self.recover_s + settle_s + after_recovery_s)
+
     def mark(self, kind: str, text: str) -> None:
         self.moments.append(Moment(round(self.now_s(), 1), kind, text))
 
@@ -187,9 +193,7 @@ def run_scenario(stack: Stack, scenario: Any, on_tick: Callable[[LoopState], Non
                 state.started = snapshot.started_monotonic
             if on_tick is not None:
                 on_tick(state)
-            if (after_recovery_s is not None and state.recover_s is not None
-                    and state.shift_at_s is not None and state.now_s()
-                    >= state.shift_at_s + state.recover_s + settle_s + after_recovery_s):
+            if state.done_after_recovery(settle_s, after_recovery_s):
                 simulator.stop()
     except KeyboardInterrupt:
         # The simulator stops first, while the broker and the replicas still run: its

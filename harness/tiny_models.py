@@ -161,6 +161,12 @@ def build_classifier(
                         max_length=max_length, return_tensors="pt")
         enc["labels"] = torch.tensor([index[y] for _, y in chunk])
         batches.append(dict(enc))
+    return _train_and_save(model, tokenizer, batches, steps, seed, max_length, out_dir)
+
+
+def _train_and_save(model: Any, tokenizer: Any, batches: list[dict[str, Any]], steps: int,
+                    seed: int, max_length: int, out_dir: Path) -> Path:
+    """A few seeded steps (none when ``steps`` is 0), then model and tokenizer saved."""
     if steps and batches:
         _train(model, batches, steps, lr=3e-3, seed=seed)
     model.save_pretrained(out_dir)
@@ -195,12 +201,7 @@ def build_causal_lm(
         labels[enc["attention_mask"] == 0] = -100
         enc["labels"] = labels
         batches.append(dict(enc))
-    if steps and batches:
-        _train(model, batches, steps, lr=3e-3, seed=seed)
-    model.save_pretrained(out_dir)
-    tokenizer.model_max_length = max_length
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
+    return _train_and_save(model, tokenizer, batches, steps, seed, max_length, out_dir)
 
 
 def build_onnx_classifier(
