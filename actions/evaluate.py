@@ -4,15 +4,13 @@ token-weighted perplexity on the references and ROUGE-L F1 of greedy answers aga
 candidate may be worse on neither beyond its margin, must clear both floors, and must be better
 on at least one (an equal model is not worth a rollout).
 
-ROUGE-L comes from Google's ``rouge-score`` (the implementation the summarisation literature
-reports), on lower-cased ``\\w+`` tokens so non-English answers score too."""
+ROUGE-L is ``lifeguard.scores``' (Google's ``rouge-score`` on lower-cased ``\\w+`` tokens): the
+one the daemon's quality detector and canary judge score with, so the gate agrees with them."""
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,10 +26,11 @@ from actions.settings import ActionPolicy
 from actions.snapshot import Row, classifier_pairs, read_snapshot, split_holdout
 from actions.torch_models import SEQ_CLS, LoadedModel, load_any
 from deploy.inference import encode_lm_pair
+from lifeguard.scores import reference_scores
 
 NAME = "evaluate"
-VERSION = 2  # 2: generators are gated on perplexity and ROUGE-L together
-_WORD = re.compile(r"\w+")
+# 2: generators gated on perplexity and ROUGE-L; 3: the daemon's ROUGE-L (lifeguard.scores)
+VERSION = 3
 
 
 def holdout_rows(ctx: StepContext) -> list[Row]:
@@ -66,21 +65,6 @@ def mean_nll(model: LoadedModel, pairs: Sequence[tuple[str, str]], batch: int = 
     return float((nll[keep] * w[keep]).sum() / max(w[keep].sum(), 1.0))
 
 
-@functools.cache
-def _rouge() -> Any:
-    from rouge_score.rouge_scorer import RougeScorer
-
-    class Words:
-        def tokenize(self, text: str) -> list[str]:
-            return _WORD.findall(text.lower())
-
-    return RougeScorer(["rougeL"], tokenizer=Words())
-
-
-def rouge_l(answer: str, reference: str) -> float:
-    return float(_rouge().score(reference, answer)["rougeL"].fmeasure)
-
-
 def answer_score(model: LoadedModel, pairs: Sequence[tuple[str, str]], new_tokens: int,
                  batch: int = 16) -> float:
     """Mean ROUGE-L F1 of the model's greedy answers against the targets."""
@@ -88,8 +72,8 @@ def answer_score(model: LoadedModel, pairs: Sequence[tuple[str, str]], new_token
     for start in range(0, len(pairs), batch):
         chunk = pairs[start : start + batch]
         answers = model.scorer.generate([p for p, _ in chunk], new_tokens)
-        scores += [rouge_l(a, t) for a, (_, t) in zip(answers, chunk, strict=True)]
-    return float(np.mean(scores))
+        scores.append(reference_scores(answers, [t for _, t in chunk], "rougeL"))
+    return float(np.concatenate(scores).mean())
 
 
 @dataclass(frozen=True)

@@ -109,10 +109,9 @@ class ReplicaClient:
 
     def infer_tensors(self, model: str, inputs: dict[str, np.ndarray],
                       version: int | None = None) -> TensorInference:
-        """INT64 tensors in, FP32 outputs back as arrays: what Triton's ONNX backend serves."""
-        body = {"inputs": [{"name": name, "datatype": "INT64", "shape": list(array.shape),
-                            "data": array.astype(np.int64).ravel().tolist()}
-                           for name, array in inputs.items()]}
+        """INT64 (ids) and FP32 (a KV cache) tensors in, FP32 outputs back as arrays: what
+        Triton's ONNX backend serves."""
+        body = {"inputs": [_tensor(name, array) for name, array in inputs.items()]}
         answer = self._json("POST", _model_path(model, version) + "/infer", json=body)
         outputs = {o["name"]: np.asarray(o["data"], dtype=np.float32).reshape(o["shape"])
                    for o in answer["outputs"]}
@@ -186,3 +185,11 @@ def _error_text(response: httpx.Response) -> str:
         return str(response.json().get("error", response.text))
     except (ValueError, AttributeError):
         return response.text[:500]
+
+
+def _tensor(name: str, array: np.ndarray) -> dict[str, Any]:
+    """One KServe v2 JSON tensor: floats as FP32, everything else as INT64."""
+    floating = np.issubdtype(array.dtype, np.floating)
+    data = array.astype(np.float32 if floating else np.int64)
+    return {"name": name, "datatype": "FP32" if floating else "INT64",
+            "shape": list(array.shape), "data": data.ravel().tolist()}

@@ -34,6 +34,7 @@ from deploy.openai_api import openai_router
 from deploy.replica_metrics import ReplicaMetrics
 from deploy.repository import (
     ModelRepository,
+    config_mismatch,
     parse_version,
     triton_config,
     validate_model_name,
@@ -279,6 +280,13 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
                              pinned: int | None) -> tuple[list[dict[str, Any]], int]:
         ids = np.asarray(inputs["input_ids"]["data"], dtype=np.int64)
         ids = ids.reshape(inputs["input_ids"]["shape"])
+        for tensor_name, spec in inputs.items():
+            # a KV-cache graph's first step (empty past) is answered in full; a later step
+            # would need the cache this replica keeps per request, not per call
+            shape = spec.get("shape") or []
+            if tensor_name.startswith("past_key_values.") and (len(shape) != 4 or shape[2]):
+                raise ServingError(f"'{tensor_name}' must be an empty past [batch, heads, 0, "
+                                   f"head_dim]: this replica runs whole sequences, got {shape}")
         mask_spec = inputs.get("attention_mask")
         mask = (np.ones_like(ids) if mask_spec is None
                 else np.asarray(mask_spec["data"], dtype=np.int64).reshape(mask_spec["shape"]))
@@ -346,8 +354,10 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
         try:
             raw = await request.body()
             body = json.loads(raw) if raw else {}
-            version = _requested_version(body.get("parameters") or {})
-            slot = await server.load(validate_model_name(name), version)
+            parameters = body.get("parameters") or {}
+            version = _requested_version(parameters)
+            _check_override(server.repository, validate_model_name(name), version, parameters)
+            slot = await server.load(name, version)
         except Exception as exc:  # the old version keeps serving; the caller learns why
             log.warning("load of %s failed: %r", name, exc)
             return _error(400, f"failed to load '{name}': {type(exc).__name__}: {exc}")
@@ -365,6 +375,22 @@ def create_app(settings: ReplicaSettings) -> FastAPI:
         return JSONResponse({})
 
     return app
+
+
+def _check_override(repository: ModelRepository, name: str, version: int | None,
+                    parameters: dict[str, Any]) -> None:
+    """Refuse a config override whose tensors are not the version's own, as Triton's ONNX
+    backend does (a KV-cache graph's load config must list its past and present tensors)."""
+    if "config" not in parameters:
+        return
+    config = parameters["config"]
+    config = json.loads(config) if isinstance(config, str) else config
+    number = version if version is not None else repository.serving_version(name)
+    if number is None:
+        return  # nothing to compare with: server.load says why
+    problem = config_mismatch(config, repository.record(name, number).triton_config())
+    if problem is not None:
+        raise ServingError(problem)
 
 
 def _requested_version(parameters: dict[str, Any]) -> int | None:

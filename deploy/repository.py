@@ -80,6 +80,15 @@ class VersionRecord:
     def task(self) -> str:
         return str(self.model_info.get("task", ""))
 
+    @property
+    def kv_cache(self) -> tuple[int, int, int] | None:
+        return kv_shape(self.model_info)
+
+    def triton_config(self) -> dict[str, Any]:
+        """This version's Triton model config (JSON form), KV-cache tensors included: what a
+        load request sends, so Triton's ONNX backend finds every tensor of the graph."""
+        return triton_config(self.model, self.task, self.version, self.kv_cache)
+
     def to_json(self) -> str:
         data = asdict(self)
         data["tokenizer"] = list(self.tokenizer)
@@ -277,12 +286,30 @@ def triton_config(model: str, task: str, version: int | None = None,
     }
 
 
+def kv_shape(info: Mapping[str, Any]) -> tuple[int, int, int] | None:
+    """(layers, heads, head dim) of a model_info's KV cache; None for a graph without one."""
+    kv = info.get("kv_cache")
+    return None if not kv else (int(kv["layers"]), int(kv["heads"]), int(kv["head_dim"]))
+
+
+def config_mismatch(override: Mapping[str, Any], expected: Mapping[str, Any]) -> str | None:
+    """Why a load request's config override does not fit the version (tensor names Triton's
+    ONNX backend would refuse), or None when it does or names no tensors."""
+    for key in ("input", "output"):
+        if key not in override:
+            continue
+        given = {t.get("name") for t in override[key] if isinstance(t, Mapping)}
+        wanted = {t["name"] for t in expected[key]}
+        if given != wanted:
+            missing, extra = sorted(wanted - given), sorted(str(n) for n in given - wanted)
+            return f"config {key}s do not match the model: missing {missing}, unknown {extra}"
+    return None
+
+
 def triton_config_pbtxt(model: str, info: Mapping[str, Any], pinned: int | None = None) -> str:
     """Triton's config.pbtxt: the latest version, or ``pinned`` once a version was withdrawn
     (Triton would otherwise pick the withdrawn one up again on a restart)."""
-    kv = info.get("kv_cache")
-    config = triton_config(model, str(info["task"]), kv_cache=None if not kv else (
-        int(kv["layers"]), int(kv["heads"]), int(kv["head_dim"])))
+    config = triton_config(model, str(info["task"]), kv_cache=kv_shape(info))
     lines = [f'name: "{model}"', 'backend: "onnxruntime"', "max_batch_size: 0"]
     for key in ("input", "output"):
         for tensor in config[key]:

@@ -23,7 +23,7 @@ from deploy.errors import (
     SmokeTestError,
 )
 from deploy.fleet import FleetClient, Observation
-from deploy.repository import ModelRepository, triton_config
+from deploy.repository import ModelRepository
 from deploy.rollout_store import RolloutRecord, RolloutStore
 from deploy.verdict import CanaryQuery, CanaryVerdict, Judge
 
@@ -229,8 +229,8 @@ class RolloutController:
                 if version is None:
                     replica.unload(record.model)
                 else:
-                    task = self.repository.record(record.model, version).task
-                    replica.load(record.model, triton_config(record.model, task, version),
+                    replica.load(record.model,
+                                 self.repository.record(record.model, version).triton_config(),
                                  timeout_s=self.config.load_timeout_s)
                     self._smoke(url, record.model, version)
                 break
@@ -250,8 +250,11 @@ class RolloutController:
         tokenizer = self.repository.version_dir(model, version) / "tokenizer.json"
         if tokenizer.is_file():
             ids = _smoke_ids(tokenizer, self.config.smoke_text)
-            answer = replica.infer_tensors(model, {"input_ids": ids,
-                                                   "attention_mask": np.ones_like(ids)})
+            inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+            kv = self.repository.record(model, version).kv_cache
+            if kv is not None:  # every tensor the config lists, as Triton's backend wants
+                inputs.update(_empty_cache(ids, kv))
+            answer = replica.infer_tensors(model, inputs)
             logits = answer.outputs.get("logits")
             if logits is None or logits.shape[0] != 1 or not np.isfinite(logits).all():
                 raise SmokeTestError(f"{url}: v{version} gave no finite logits")
@@ -302,6 +305,16 @@ def _smoke_ids(tokenizer_json: Path, text: str) -> np.ndarray:
 
     ids = Tokenizer.from_file(str(tokenizer_json)).encode(text).ids or [0]
     return np.asarray([ids], dtype=np.int64)
+
+
+def _empty_cache(ids: np.ndarray, kv: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """A first step's cache inputs: positions 0..n-1 and an empty past per layer."""
+    layers, heads, head_dim = kv
+    empty = np.zeros((ids.shape[0], heads, 0, head_dim), dtype=np.float32)
+    return {"position_ids": np.arange(ids.shape[1], dtype=np.int64)[None, :].repeat(
+        ids.shape[0], axis=0),
+            **{f"past_key_values.{i}.{kind}": empty for i in range(layers)
+               for kind in ("key", "value")}}
 
 
 def _describe(seen: Observation) -> str:

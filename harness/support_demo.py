@@ -25,7 +25,7 @@ def support_settings(mode: str = "auto", tiny: bool = False) -> LoopSettings:
 
     return LoopSettings(mode=mode, replicas=2 if tiny else 3, window=240, reference=150,
                         evaluate_every=50, min_labels=60, hold=2, canary_events=40,
-                        canary_labels=15, train_epochs=10, train_lr=3e-3, train_max_length=64,
+                        canary_labels=15, train_epochs=20, train_lr=2e-3, train_max_length=64,
                         embedding_sample=0, model=MODEL, task="causal-lm")
 
 

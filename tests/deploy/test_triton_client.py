@@ -17,8 +17,10 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
+from deploy.config import FleetConfig, RolloutConfig
 from deploy.inference import ModelInfo, OnnxCausalLM, OnnxClassifier
 from deploy.repository import ModelRepository, triton_config
+from deploy.step import DeployRequest, deploy
 from harness.replicas import MODEL, ReplicaProcess
 from harness.tiny_models import cached_onnx_causal_lm, cached_onnx_classifier
 
@@ -146,11 +148,10 @@ def test_every_config_pbtxt_is_a_triton_model_config(
         name = path.parent.name
         assert config.name == name and config.backend == "onnxruntime"
         assert config.max_batch_size == 0 and config.version_policy.HasField("latest")
-        # The load override the controller sends is the same config in Triton's JSON form.
-        task = "causal-lm" if name == LM else "sequence-classification"
+        # The load override the rollout sends is the same config in Triton's JSON form.
         kv = ModelInfo.read(repo.version_dir(name, 1)).kv_cache  # the LM's cache tensors
         assert (kv is not None) == (name == LM)
-        override = json_format.ParseDict(triton_config(name, task, 1, kv),
+        override = json_format.ParseDict(repo.record(name, 1).triton_config(),
                                          model_config_pb2.ModelConfig())
         assert list(override.input) == list(config.input)
         assert list(override.output) == list(config.output)
@@ -160,3 +161,57 @@ def test_every_config_pbtxt_is_a_triton_model_config(
                 assert [(t.name, t.data_type, len(t.dims)) for t in declared] == [
                     (t.name, _ONNX_TO_TRITON[t.type.tensor_type.elem_type],
                      len(t.type.tensor_type.shape.dim)) for t in actual]
+
+
+def test_a_kv_cache_lm_loads_with_its_cache_tensors_and_answers_a_first_step(
+        client: triton.InferenceServerClient,
+        served: tuple[ReplicaProcess, ModelRepository]) -> None:
+    """The load config of a KV-cache graph must list position ids, past and present tensors
+    (Triton's ONNX backend refuses one that does not); a first step with an empty past is
+    answered with the same logits as in this process, a later step is refused."""
+    _, repo = served
+    record = repo.record(LM, 1)
+    assert record.kv_cache is not None
+    bare = triton_config(LM, "causal-lm", 1)  # without the cache tensors
+    with pytest.raises(InferenceServerException, match=r"missing \['past_key_values.0.key'"):
+        client.load_model(LM, config=json.dumps(bare))
+    client.load_model(LM, config=json.dumps(record.triton_config()))
+    assert client.is_model_ready(LM, "1")
+
+    lm = OnnxCausalLM.from_dir(repo.version_dir(LM, 1), "cpu", 1)
+    ids = np.asarray([lm.prompt_ids("the screen")], dtype=np.int64)
+    layers, heads, head_dim = record.kv_cache
+
+    def step(past_len: int) -> np.ndarray:
+        tensors = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                   "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None]}
+        tensors |= {f"past_key_values.{i}.{kind}": np.zeros((1, heads, past_len, head_dim),
+                                                            dtype=np.float32)
+                    for i in range(layers) for kind in ("key", "value")}
+        inputs = []
+        for name, array in tensors.items():
+            tensor = triton.InferInput(name, list(array.shape),
+                                       "FP32" if array.dtype == np.float32 else "INT64")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        return client.infer(LM, inputs).as_numpy("logits")
+
+    np.testing.assert_allclose(step(0), lm.run(ids, np.ones_like(ids)), rtol=1e-4, atol=1e-5)
+    with pytest.raises(InferenceServerException, match="must be an empty past"):
+        step(2)
+
+
+def test_a_rolling_deploy_of_a_kv_cache_lm_smokes_every_cache_tensor(
+        client: triton.InferenceServerClient,
+        served: tuple[ReplicaProcess, ModelRepository], tmp_path: Path) -> None:
+    """The rollout's load config and smoke inference name the graph's cache tensors: the
+    replica (like Triton) refuses either without them, so a promote shows both carried."""
+    replica, repo = served
+    config = FleetConfig(replicas=[replica.url], repository=repo.root,
+                         rollout=RolloutConfig(strategy="rolling", request_timeout_s=5,
+                                               load_timeout_s=60, replica_timeout_s=4))
+    request = DeployRequest(LM, cached_onnx_causal_lm(), run_id="lm-rolling")
+    result = deploy(request, config, tmp_path / "state.db")
+    assert result.outcome == "promoted", result.reason
+    assert client.is_model_ready(LM, str(result.version))
+    assert repo.record(LM, result.version).kv_cache is not None
