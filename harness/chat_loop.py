@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from harness.loop import LoopResult, LoopState, Observer
 from harness.processes import TOPIC, Stack
@@ -16,12 +17,15 @@ from simulator.support import SupportScenarioConfig
 
 def run_support(stack: Stack, scenario: SupportScenarioConfig,
                 on_tick: Callable[[LoopState], None] | None = None, poll_s: float = 1.0,
-                settle_s: float = 10.0, after_recovery_s: float | None = None) -> LoopResult:
-    """Drive ``scenario`` until it ends, or ``after_recovery_s`` past the recovery. Ctrl-C
-    stops the simulator first and goes on up."""
+                settle_s: float = 10.0, after_recovery_s: float | None = None,
+                endpoint: Literal["completions", "chat"] = "chat") -> LoopResult:
+    """Drive ``scenario`` until it ends, or ``after_recovery_s`` past the recovery, through
+    the replicas' ``/v1/chat/completions`` (``chat``: the daemon sees messages, and the retrain
+    renders them as the replica did) or ``/v1/completions``. Ctrl-C stops the simulator first
+    and goes on up."""
     assert stack.broker is not None
     driver = ChatDriverConfig(urls=stack.replica_urls, kafka=stack.broker.bootstrap,
-                              topic=TOPIC, concurrency=4)
+                              topic=TOPIC, concurrency=4, endpoint=endpoint)
     simulator = ChatSimulator(scenario, driver, bucket_s=5.0)
     state = LoopState()
     state.shift_at_s = None if scenario.stationary else scenario.shift_at_s

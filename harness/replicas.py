@@ -194,8 +194,9 @@ class SteadyLoad:
                 self._stop.wait(self.interval_s)
 
 
-def served_versions(urls: list[str]) -> dict[str, int | None]:
-    """What each replica serves now, by asking it (None: unreachable or nothing loaded)."""
+def served_versions(urls: list[str], model: str = MODEL) -> dict[str, int | None]:
+    """What each replica serves of ``model`` now, by asking it (None: unreachable or nothing
+    loaded)."""
     out: dict[str, int | None] = {}
     for url in urls:
         try:
@@ -203,7 +204,7 @@ def served_versions(urls: list[str]) -> dict[str, int | None]:
         except httpx.TransportError:
             out[url] = None
             continue
-        ready = [int(e["version"]) for e in index if e["name"] == MODEL and e["state"] == "READY"]
+        ready = [int(e["version"]) for e in index if e["name"] == model and e["state"] == "READY"]
         out[url] = ready[0] if ready else None
     return out
 

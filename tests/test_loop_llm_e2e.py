@@ -6,6 +6,7 @@ answer quality recovers. A stationary run fires nothing."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,10 @@ def test_generator_shift_is_detected_retrained_and_recovered(base: BaseModel,
                                                              tmp_path: Path) -> None:
     with Stack(tmp_path / "stack", support_settings(tiny=True)) as stack:
         stack.start(base.checkpoint, base.deployable)
-        result = run_support(stack, support_scenario(4.0, 25.0, 600.0), after_recovery_s=20)
+        # chats through /v1/chat/completions: the snapshot keeps their messages, and the
+        # retrain renders them as the replica did
+        result = run_support(stack, support_scenario(4.0, 25.0, 600.0), after_recovery_s=20,
+                             endpoint="chat")
         snapshots = sorted((tmp_path / "stack" / "artifacts").rglob("*.jsonl"))
     state = result.state
     breaches = [b["key"] for e in state.evaluations if e["breached"] for b in e["breaches"]]
@@ -45,6 +49,8 @@ def test_generator_shift_is_detected_retrained_and_recovered(base: BaseModel,
     # fine_tune read the snapshot the daemon captured at the trigger: its rows are the
     # simulator's requests (run-tag ids), with the thermostat's references among them.
     assert snapshots and any("thermostat" in p.read_text() for p in snapshots)
+    rows = [json.loads(line) for p in snapshots for line in p.read_text().splitlines()]
+    assert any(r.get("messages", [{}])[0].get("role") == "user" for r in rows), rows[:2]
     assert result.recover_s is not None
     assert result.during is not None and result.post is not None
     assert result.post > result.during + 0.1, (result.pre, result.during, result.post)
@@ -53,7 +59,8 @@ def test_generator_shift_is_detected_retrained_and_recovered(base: BaseModel,
 def test_stationary_support_traffic_fires_nothing(base: BaseModel, tmp_path: Path) -> None:
     with Stack(tmp_path / "stack", support_settings(tiny=True)) as stack:
         stack.start(base.checkpoint, base.deployable)
-        result = run_support(stack, support_scenario(4.0, 25.0, 70.0, stationary=True))
+        result = run_support(stack, support_scenario(4.0, 25.0, 70.0, stationary=True),
+                             endpoint="completions")
     evaluated = [e for e in result.state.evaluations if e.get("results")]
     assert evaluated, "the daemon never evaluated the stationary traffic"
     assert result.runs_created == 0, [m.text for m in result.state.moments]
