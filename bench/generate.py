@@ -1,8 +1,9 @@
-"""Benchmark of generation on the exported KV cache: a small GPT-2-style model (4 layers, width
-256, built here from a config and briefly trained on the review corpus: nothing from a hub) is
-exported with its cache and quantized; 64 new tokens are decoded with the cache (prefill, then
-one step per token) and without it (the whole sequence again for every token), in the same run,
-after a prompt of about 90 tokens (a chat's context).
+"""Benchmark of generation on the exported KV cache, on the support demo's model (the small
+GPT-2 ``lifeguard demo --scenario support`` serves, trained at first run and cached under
+var/demo/cache: nothing from a hub), exported with its cache and quantized; 64 new tokens are
+decoded with the cache (prefill, then one step per token) and without it (the whole sequence
+again for every token), in the same run, after a prompt of about 90 tokens (a support chat's
+earlier turns).
 
     .venv/bin/python bench/generate.py [--threads N] [--rounds R] [--workdir DIR]
 
@@ -29,40 +30,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 NEW_TOKENS = 64
-PROMPTS = ("the battery was", "i think the pasta", "my laptop screen is really",
-           "overall the service was", "this router", "the coffee today was very",
-           "after a week the charger", "quite a good")
+PROMPT_TOKENS = 90
+CACHE = ROOT / "var" / "demo" / "cache"  # the demo's own model cache
 
 
-def build_model(out: Path, seed: int = 0, steps: int = 40) -> Path:
-    """A GPT-2 (4 layers, n_embd 256, 256 positions) with a byte-BPE tokenizer, trained for
-    ``steps`` batches so it continues text rather than repeating noise."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+def chat_context(turns: int = 12) -> str:
+    """A support chat's earlier turns and a new question, rendered as the replica renders it."""
+    from simulator.support import exchanges
 
-    from harness.tiny_models import review_corpus, train_tokenizer
+    lines = [f"user: {e.question}\nassistant: {e.answer}" for e in exchanges(turns, seed=5)]
+    return "\n".join([*lines, f"user: {exchanges(1, seed=6)[0].question}\nassistant:"])
 
-    texts = [t for d in ("electronics", "restaurants") for t, _ in review_corpus(400, d, seed)]
-    tokenizer = train_tokenizer(texts, vocab_size=800, kind="bpe")
-    torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=256, n_layer=4, n_head=4,
-                        n_positions=256, bos_token_id=tokenizer.bos_token_id,
-                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    model = GPT2LMHeadModel(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    for step in range(steps):
-        chunk = texts[(step * 32) % len(texts):][:32]
-        enc = tokenizer([tokenizer.bos_token + t for t in chunk], padding=True,
-                        return_tensors="pt")
-        labels = enc["input_ids"].clone()
-        labels[enc["attention_mask"] == 0] = -100
-        model(**enc, labels=labels).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval()
-    model.save_pretrained(out)
-    tokenizer.model_max_length = 256
+
+def with_room(checkpoint: Path, out: Path, length: int) -> Path:
+    """A copy of the demo's checkpoint whose tokenizer allows ``length`` tokens (the replicas
+    serve it at 64; its position table has room for more): the context and the new tokens."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(checkpoint).save_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    tokenizer.model_max_length = length
     tokenizer.save_pretrained(out)
     return out
 
@@ -103,24 +90,25 @@ def main() -> None:
     from actions.quantize import quantize_model
     from actions.torch_models import load_torch_model
     from deploy.inference import OnnxCausalLM
+    from harness.support_model import prepare_support_model, quiet_third_parties
+    from simulator.support import exchanges
 
+    quiet_third_parties()
     started = time.perf_counter()
-    torch_dir = build_model(work / "torch")
+    base = prepare_support_model(CACHE, say=lambda line: print(line, flush=True))
+    torch_dir = with_room(base.checkpoint, work / "torch", PROMPT_TOKENS + NEW_TOKENS + 16)
     report = export_model(torch_dir, work / "fp32", threads=args.threads)
     quantize_model(work / "fp32", work / "int8")
-    print(f"model built, exported ({report.exporter}, {report.onnx_bytes / 1e6:.1f} MB, export "
+    print(f"demo model exported ({report.exporter}, {report.onnx_bytes / 1e6:.1f} MB, export "
           f"parity {report.token_parity}) and quantized in {time.perf_counter() - started:.0f} s",
           flush=True)
 
     fp32 = OnnxCausalLM.from_dir(work / "fp32", "cpu", args.threads)
     int8 = OnnxCausalLM.from_dir(work / "int8", "cpu", args.threads)
-    parity = token_parity(load_torch_model(torch_dir, "cpu", args.threads), fp32, NEW_TOKENS,
-                          PROMPTS)
-    # a support-sized prompt (about 90 tokens: a few messages of context), as chat traffic has
-    from harness.tiny_models import review_corpus
-
-    context = ". ".join(t for t, _ in review_corpus(12, "electronics", 5))
-    row = fp32.prompt_ids(context)[-100:]
+    prompts = [e.prompt for e in exchanges(8, seed=3)]  # support questions, as served
+    parity = token_parity(load_torch_model(torch_dir, "cpu", args.threads), fp32,
+                          NEW_TOKENS, prompts)
+    row = fp32.prompt_ids(chat_context())[-PROMPT_TOKENS:]
     for model in (fp32, int8):  # warm-up: first runs allocate
         decode(model, row, cache=True)
     decode(fp32, row, cache=False)

@@ -5,6 +5,7 @@ before the shift, during it and after recovery; then a stationary run of the sam
 whose actions are false alarms. Targets: post >= 0.95 * pre, false_actions 0.
 
     .venv/bin/python bench/loop_llm.py [--workdir var/bench-loop-llm] [--rate 3]
+        [--endpoint chat|completions]
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=900.0)
     parser.add_argument("--after-recovery", type=float, default=60.0)
     parser.add_argument("--tiny", action="store_true", help="the tests' smaller model")
+    parser.add_argument("--endpoint", choices=("chat", "completions"), default="chat",
+                        help="the replicas' OpenAI endpoint the chats go to")
     args = parser.parse_args()
     from harness.chat_loop import run_support
     from harness.processes import Stack
@@ -43,7 +46,7 @@ def main() -> None:
     with Stack(workdir / "shift", settings) as stack:
         stack.start(base.checkpoint, base.deployable)
         shifted = run_support(stack, support_scenario(args.rate, args.shift_at, args.duration),
-                              after_recovery_s=args.after_recovery)
+                              after_recovery_s=args.after_recovery, endpoint=args.endpoint)
     for moment in shifted.state.moments:
         print(f"{moment.t_s:7.1f}s  {moment.kind:<11} {moment.text}", flush=True)
     print(f"report: {write_report(shifted, workdir / 'report.html', 'lifeguard bench: llm loop')}")
@@ -51,7 +54,8 @@ def main() -> None:
     with Stack(workdir / "stationary", settings) as stack:
         stack.start(base.checkpoint, base.deployable)
         stationary = run_support(stack, support_scenario(args.rate, args.shift_at, length,
-                                                         stationary=True))
+                                                         stationary=True),
+                                 endpoint=args.endpoint)
     print(f"stationary run: {length:.0f}s, {len(stationary.state.evaluations)} evaluations, "
           f"{stationary.runs_created} runs")
     pre, post = shifted.pre, shifted.post

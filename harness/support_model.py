@@ -57,8 +57,10 @@ def _initial_lm(out: Path, seed: int, max_length: int, tiny: bool) -> Path:
     # references a trigger's snapshot holds (64x2 reached 0.85-0.97 of its ground truth
     # depending on the seed, 128x4 0.97-1.0; training stays under a minute on 2 cores)
     width, layers, heads = (32, 2, 2) if tiny else (128, 4, 4)
+    # positions past the trained length: bench/generate.py decodes 64 tokens after a chat's
+    # context on this very model (the replicas serve it at ``max_length``)
     config = GPT2Config(vocab_size=len(tokenizer), n_embd=width, n_layer=layers, n_head=heads,
-                        n_positions=max_length, bos_token_id=tokenizer.bos_token_id,
+                        n_positions=max(max_length, 256), bos_token_id=tokenizer.bos_token_id,
                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     GPT2LMHeadModel(config).save_pretrained(out)
     tokenizer.model_max_length = max_length
@@ -72,7 +74,7 @@ def prepare_support_model(cache: Path, seed: int = 0, tiny: bool = False,
     at a time (with an estimate of what is left); ``tiny`` trains a smaller model for fewer
     steps, for tests: it answers worse, the plumbing is the same."""
     n_train, epochs, max_length = (400, 12, 64) if tiny else (1000, 8, 64)
-    key = f"support-lm-{'tiny' if tiny else 'small128x4'}-{n_train}-{epochs}-{seed}"
+    key = f"support-lm-{'tiny' if tiny else 'small128x4p256'}-{n_train}-{epochs}-{seed}"
     root = cache / key
     done = root / "base.json"
     if done.is_file():
