@@ -7,8 +7,9 @@ from kafka.partitioner.default import DefaultPartitioner
 
 from daemon.ingest.batch import PartitionBatch, TopicPartitionId
 from daemon.ingest.config import KafkaConfig
-from daemon.ingest.consumer import Ingestor, partition_of
+from daemon.ingest.consumer import Ingestor
 from daemon.ingest.metrics import IngestMetrics
+from daemon.ingest.ownership import partition_of
 
 
 class Discard:

@@ -1,5 +1,6 @@
 """The dead-letter topic: what ingest sends there (each record's own offset, key and bytes) and
-what it does while the topic refuses writes (back off, pause the partition, report it).
+the retry schedule while the topic refuses writes (daemon.ingest.dead_letter_holds pauses the
+partition meanwhile and reports it).
 
 A record is never skipped: while its dead letter is not delivered, nothing at or past its
 offset is committed, and the partition is paused (not re-read) until the next retry.
