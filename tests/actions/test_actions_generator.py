@@ -11,12 +11,13 @@ from typing import Any, cast
 
 import pytest
 
-from actions.evaluate import GeneratorScore, decide_generator, rouge_l
+from actions.evaluate import GeneratorScore, decide_generator
 from actions.fine_tune import method_for
 from actions.prompts import render_prompt
 from actions.settings import ActionPolicy, TrainConfig
 from actions.snapshot import Row
 from harness.tiny_models import cached_causal_lm, cached_onnx_causal_lm
+from lifeguard.scores import reference_scores
 
 
 def test_lora_is_the_default_for_a_causal_lm_only() -> None:
@@ -100,6 +101,10 @@ def test_generator_gate_rule() -> None:
 
 
 def test_rouge_l_scores_word_overlap_in_order() -> None:
+    """The gate's scorer is the daemon's (lifeguard.scores): word overlap in order."""
+    def rouge_l(answer: str, reference: str) -> float:
+        return float(reference_scores([answer], [reference], "rougeL")[0])
+
     assert rouge_l("hold the reset pin", "Hold the reset pin.") == 1.0
     assert rouge_l("restart it", "hold the reset pin") == 0.0
     assert 0 < rouge_l("hold the pin", "hold the reset pin") < 1
