@@ -16,8 +16,8 @@ from typing import Any
 
 from actions.contract import StepResult
 from actions.errors import BadInput
-from deploy.inference import ARTIFACT_FILE
 from deploy.integrity import digest_dir, verify_dir
+from deploy.model_artifact import ARTIFACT_FILE
 from lifeguard.errors import IntegrityError
 from lifeguard.files import sha256_file
 

@@ -25,7 +25,7 @@ from actions.prompts import reference_pairs
 from actions.settings import ActionPolicy
 from actions.snapshot import Row, classifier_pairs, read_snapshot, split_holdout
 from actions.torch_models import SEQ_CLS, LoadedModel, load_any
-from deploy.inference import encode_lm_pair
+from deploy.text_scoring import encode_lm_pair
 from lifeguard.scores import reference_scores
 
 NAME = "evaluate"

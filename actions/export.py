@@ -22,7 +22,8 @@ from actions.artifacts import input_digest, publish, step_key, step_result
 from actions.contract import StepContext, StepResult
 from actions.errors import BadInput, ParityError
 from actions.torch_models import TorchModel, load_torch_model
-from deploy.inference import DATA_FILE, MODEL_FILE, ModelInfo, load_onnx
+from deploy.inference import load_onnx
+from deploy.model_artifact import DATA_FILE, MODEL_FILE, ModelInfo
 
 OPSET = 18
 EXTERNAL_DATA_BYTES = 2**31 - 2**26  # under protobuf's 2 GiB limit, with room for the graph

@@ -20,7 +20,7 @@ from actions.fine_tune import training_examples
 from actions.progress import Progress, report
 from actions.torch_models import LoadedModel, TorchModel, load_torch_model
 from actions.training import Example, mean_loss, train
-from deploy.inference import ARTIFACT_FILE
+from deploy.model_artifact import ARTIFACT_FILE
 
 NAME = "prune"
 VERSION = 1

@@ -14,7 +14,7 @@ from typing import Any
 from actions.artifacts import input_digest, publish, step_key, step_result
 from actions.contract import StepContext, StepResult
 from actions.errors import BadInput
-from deploy.inference import ARTIFACT_FILE, DATA_FILE, INFO_FILE, MODEL_FILE, ModelInfo
+from deploy.model_artifact import ARTIFACT_FILE, DATA_FILE, INFO_FILE, MODEL_FILE, ModelInfo
 
 # MatMul carries the transformer's compute; Gather is the embedding tables, which in a small
 # encoder such as MiniLM hold about half the weights: quantizing them is most of the size win.

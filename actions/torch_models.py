@@ -1,5 +1,5 @@
 """PyTorch side of "one way to run a model": load a save_pretrained directory (sums checked),
-pick the device and threads, and score texts exactly as deploy.inference does for ONNX."""
+pick the device and threads, and score texts exactly as deploy.text_scoring does for ONNX."""
 
 from __future__ import annotations
 
@@ -12,16 +12,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from actions.errors import BadInput
-from deploy.inference import (
-    MODEL_FILE,
-    encode_lm,
-    encode_lm_pair,
-    load_onnx,
-    pad_id,
-    pad_right,
-    token_nll,
-    verify_artifact,
-)
+from deploy.inference import load_onnx
+from deploy.model_artifact import MODEL_FILE, verify_artifact
+from deploy.text_scoring import encode_lm, encode_lm_pair, pad_id, pad_right, token_nll
 from lifeguard.tasks import CAUSAL_LM, SEQUENCE_CLASSIFICATION
 
 SEQ_CLS = SEQUENCE_CLASSIFICATION  # the names the steps have always used

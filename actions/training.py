@@ -19,7 +19,7 @@ import numpy as np
 from actions.errors import ResourceExhausted
 from actions.settings import TrainConfig
 from actions.torch_models import SEQ_CLS
-from deploy.inference import encode_lm_pair, pad_id
+from deploy.text_scoring import encode_lm_pair, pad_id
 
 Example = tuple[str, Any]  # (text, label index) or (prompt, target text)
 _STATE = "trainer_state.json"

@@ -104,7 +104,7 @@ def latencies(dirs: dict[str, Path], threads: int, rounds: int, device: str) -> 
     import torch
 
     from actions.torch_models import load_torch_model
-    from deploy.inference import create_session
+    from deploy.onnx_session import create_session
 
     tm = load_torch_model(dirs["torch"], device, threads)
     counts = sorted({1, threads})
@@ -188,7 +188,7 @@ def main() -> None:
               f"{sizes[key] / 1e6:>9.1f}{acc[key]:>10.4f}")
 
     if torch.cuda.is_available():
-        from deploy.inference import cuda_usable
+        from deploy.onnx_session import cuda_usable
 
         run_pipeline(work, args.threads, "cuda")  # fine-tuning on the GPU, timed
         if cuda_usable():

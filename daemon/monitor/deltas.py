@@ -19,7 +19,7 @@ import pandas as pd
 
 from daemon.events import ChatMessage
 
-# request_id, (label, reference, rating): ``windows.Joined`` as a plain tuple
+# request_id, (label, reference, rating): ``window_row.Joined`` as a plain tuple
 LabelItem = tuple[str, tuple[Any, str | None, float | None]]
 
 

@@ -11,8 +11,8 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 from daemon.events import render_messages
+from daemon.monitor.window_row import Joined, WindowRow
 from daemon.monitor.window_store import WindowStore
-from daemon.monitor.windows import Joined, WindowRow
 from lifeguard.files import atomic_write
 
 

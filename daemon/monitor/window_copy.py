@@ -13,7 +13,8 @@ from daemon.monitor.deltas import (
     unpack_columns,
     unpack_labels,
 )
-from daemon.monitor.windows import Joined, RowsSnapshot, WindowRow
+from daemon.monitor.row_buffer import RowsSnapshot
+from daemon.monitor.window_row import Joined, WindowRow
 
 
 def unpack_rows(batch: RowBatch) -> list[WindowRow]:

@@ -16,7 +16,8 @@ from actions.progress import ActionMetrics, Progress
 from actions.settings import ActionPolicy
 from actions.snapshot import read_snapshot, split_holdout
 from actions.steps import STEPS, run_pipeline, run_step
-from deploy.inference import ModelInfo, OnnxClassifier, load_onnx
+from deploy.inference import OnnxClassifier, load_onnx
+from deploy.model_artifact import ModelInfo
 from lifeguard.errors import IntegrityError
 from lifeguard.files import sha256_file
 

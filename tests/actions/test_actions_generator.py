@@ -64,7 +64,7 @@ def test_a_resumed_run_makes_the_weights_of_an_uninterrupted_one(tmp_path: Path)
 
 
 def test_chat_rows_are_rendered_by_the_template() -> None:
-    from deploy.inference import load_tokenizer
+    from deploy.onnx_session import load_tokenizer
 
     tokenizer = load_tokenizer(cached_causal_lm())
     row = cast(Row, SimpleNamespace(text="user: my router blinks",
@@ -114,7 +114,8 @@ def test_external_data_keeps_the_model_whole(tmp_path: Path) -> None:
     import onnx
 
     from actions.export import save_onnx
-    from deploy.inference import DATA_FILE, MODEL_FILE, OnnxCausalLM
+    from deploy.inference import OnnxCausalLM
+    from deploy.model_artifact import DATA_FILE, MODEL_FILE
 
     source = cached_onnx_causal_lm()
     out = tmp_path / "external"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-import deploy.inference as inference
+import deploy.onnx_session as onnx_session
 from deploy.inference import OnnxClassifier, load_onnx
 from deploy.repository import ModelRepository
 from deploy.serving import ModelServer
@@ -29,7 +29,7 @@ def test_a_file_swapped_after_the_check_is_never_loaded(
     repo = ModelRepository(tmp_path / "repo")
     repo.publish(MODEL, source, run_id="v1")
     version_dir = repo.version_dir(MODEL, 1)
-    real_create = inference.create_session
+    real_create = onnx_session.create_session
     seen: list[type] = []
 
     def swap_then_create(model: Any, *args: Any) -> Any:
@@ -40,7 +40,7 @@ def test_a_file_swapped_after_the_check_is_never_loaded(
         seen.append(type(model))
         return real_create(model, *args)
 
-    monkeypatch.setattr(inference, "create_session", swap_then_create)
+    monkeypatch.setattr(onnx_session, "create_session", swap_then_create)
     server = ModelServer(repo, "cpu", threads=1)
 
     async def load_and_predict() -> list[tuple[str | None, float | None]]:
@@ -54,7 +54,7 @@ def test_a_file_swapped_after_the_check_is_never_loaded(
     assert [label for label, _ in served] == [label for label, _ in expected]
     assert [s for _, s in served] == pytest.approx([p for _, p in expected], abs=1e-6)
     # The swapped files are on disk; a later load sees them and refuses.
-    monkeypatch.setattr(inference, "create_session", real_create)
+    monkeypatch.setattr(onnx_session, "create_session", real_create)
     with pytest.raises(IntegrityError, match="sha256"):
         repo.read_verified(MODEL, 1)
 

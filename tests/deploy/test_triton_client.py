@@ -18,7 +18,8 @@ from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 from deploy.config import FleetConfig, RolloutConfig
-from deploy.inference import ModelInfo, OnnxCausalLM, OnnxClassifier
+from deploy.inference import OnnxCausalLM, OnnxClassifier
+from deploy.model_artifact import ModelInfo
 from deploy.repository import ModelRepository, triton_config
 from deploy.step import DeployRequest, deploy
 from harness.replicas import MODEL, ReplicaProcess
