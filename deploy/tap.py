@@ -173,7 +173,7 @@ def create_app(settings: TapSettings) -> Starlette:
 
         async def relay() -> AsyncIterator[bytes]:
             reader = StreamReader()
-            error: str | None = "client went away before the answer ended"
+            error: str | None = _CLIENT_GONE
             try:
                 async for chunk in response.aiter_raw():
                     reader.feed(chunk)
@@ -183,6 +183,10 @@ def create_app(settings: TapSettings) -> Starlette:
                 error = f"upstream failed mid-stream: {exc!r}"
             finally:
                 await response.aclose()
+                if reader.done and error == _CLIENT_GONE:
+                    # the whole answer, [DONE] included, was relayed: a client that hangs up
+                    # right after it (as SDKs do) got its answer
+                    error = None
                 record(route, request_id, body, reader.finish(), started, version, error)
 
         return StreamingResponse(relay(), status_code=response.status_code,
@@ -245,6 +249,9 @@ def create_app(settings: TapSettings) -> Starlette:
     ], lifespan=lifespan)
     app.state.emitter = emitter
     return app
+
+
+_CLIENT_GONE = "client went away before the answer ended"
 
 
 def _target(upstream: str, request: Request) -> str:

@@ -66,6 +66,7 @@ class StreamReader:
     _buffer: bytes = b""
     _parts: list[str] = field(default_factory=list)
     _chunks_with_text: int = 0
+    done: bool = False  # the upstream's terminal ``data: [DONE]`` went by
 
     def feed(self, chunk: bytes, now: float | None = None) -> None:
         self._buffer += chunk
@@ -87,7 +88,10 @@ class StreamReader:
         return answer
 
     def _data(self, data: bytes, now: float) -> None:
-        if not data or data == b"[DONE]":
+        if data == b"[DONE]":
+            self.done = True
+            return
+        if not data:
             return
         try:
             payload = json.loads(data)

@@ -46,6 +46,7 @@ def test_stream_reader_gets_the_same_answer_however_the_bytes_are_cut(seed: int)
     answer = reader.finish()
     assert answer.text == "héllo wörld" and answer.finish_reason == "length"
     assert (answer.tokens_in, answer.tokens_out, answer.model) == (7, 2, "m")
+    assert reader.done  # the terminal [DONE] went by: the client has the whole answer
     # The first token arrives with the end of the first line with text, not with the
     # role-only opening chunk.
     line_end = CHAT_STREAM.index(b"\n", CHAT_STREAM.index("héllo".encode()))
@@ -58,9 +59,18 @@ def test_completion_stream_without_usage_counts_chunks_as_tokens() -> None:
     reader.feed(_sse([{"choices": [{"index": 0, "text": t, "finish_reason": None}]}
                       for t in ("a", "b", "c")]
                      + [{"choices": [{"index": 0, "text": "", "finish_reason": "stop"}]}]))
+    assert reader.done
     answer = reader.finish()
     assert (answer.text, answer.tokens_out, answer.tokens_in) == ("abc", 3, None)
     assert answer.finish_reason == "stop"
+
+
+def test_a_stream_cut_before_done_is_not_done() -> None:
+    """A client that leaves before [DONE] left mid-answer: the tap records an error."""
+    reader = StreamReader()
+    reader.feed(_sse([{"choices": [{"index": 0, "text": "a", "finish_reason": None}]}])
+                .removesuffix(b"data: [DONE]\n\n"))
+    assert not reader.done and reader.finish().text == "a"
 
 
 def test_read_answer_of_chat_and_completion_bodies() -> None:
