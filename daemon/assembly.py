@@ -21,7 +21,13 @@ from daemon.act.control import ControlPlane
 from daemon.act.run_metrics import OwnershipCollector, RunCollector
 from daemon.act.store import StateStore
 from daemon.config import DaemonConfig, ModelConfig
-from daemon.ingest.batch import EventSink, PartitionBatch, RejectedEvents, TopicPartitionId
+from daemon.ingest.batch import (
+    EventSink,
+    PartitionBatch,
+    RejectedEvents,
+    TopicPartitionId,
+    apply_each,
+)
 from daemon.monitor.config import LabelJoinConfig, ReferenceConfig, WindowConfig
 from daemon.monitor.detector_pass import ModelSpec
 from daemon.monitor.evaluation import Evaluation
@@ -65,25 +71,13 @@ class FanoutSink:
                 failures.update(exc.failures)
             except Exception:
                 log.exception("a sink failed on a batch; retrying it event by event")
-                failures.update(_one_by_one(sink, batch))
+                failures.update(apply_each(sink, batch))
         if failures:
             raise RejectedEvents(failures)
 
     def release(self, partitions: Sequence[TopicPartitionId]) -> None:
         for sink in self.sinks:
             sink.release(partitions)
-
-
-def _one_by_one(sink: EventSink, batch: PartitionBatch) -> dict[int, str]:
-    failures = {}
-    for i, event in enumerate(batch.events):
-        single = PartitionBatch(batch.topic, batch.partition, [event], batch.first_offset,
-                                batch.last_offset, batch.replay)
-        try:
-            sink.apply(single)
-        except Exception as exc:
-            failures[i] = f"{type(exc).__name__}: {exc}"
-    return failures
 
 
 # -- monitor ----------------------------------------------------------------------------------

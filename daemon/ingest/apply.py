@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from daemon.ingest.batch import EventSink, PartitionBatch, RejectedEvents
+from daemon.ingest.batch import EventSink, PartitionBatch, RejectedEvents, apply_each
 from daemon.ingest.dead_letter import DeadLetter
 
 if TYPE_CHECKING:
@@ -23,24 +23,12 @@ def apply_batch(sink: EventSink, batch: PartitionBatch, records: Sequence[Consum
     ``batch.events[i]``). A replay batch was dead-lettered before: nothing is added for it."""
     try:
         sink.apply(batch)
+        return
     except RejectedEvents as exc:
-        # Applied but for these: dead-letter them as the records they came from.
-        if not batch.replay:
-            dead.extend(DeadLetter(records[i], "apply_error", reason)
-                        for i, reason in sorted(exc.failures.items()))
+        failures = exc.failures  # applied but for these
     except Exception:
         log.exception("applying a batch failed; retrying its events one by one")
-        _apply_one_by_one(sink, batch, records, dead)
-
-
-def _apply_one_by_one(sink: EventSink, batch: PartitionBatch,
-                      records: Sequence[ConsumerRecord], dead: list[DeadLetter]) -> None:
-    for i, event in enumerate(batch.events):
-        single = PartitionBatch(batch.topic, batch.partition, [event], batch.first_offset,
-                                batch.last_offset, batch.replay)
-        try:
-            sink.apply(single)
-        except Exception as exc:
-            if batch.replay:
-                continue
-            dead.append(DeadLetter(records[i], "apply_error", f"{type(exc).__name__}: {exc}"))
+        failures = apply_each(sink, batch)
+    if not batch.replay:  # dead-lettered as the records they came from
+        dead.extend(DeadLetter(records[i], "apply_error", reason)
+                    for i, reason in sorted(failures.items()))

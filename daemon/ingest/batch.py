@@ -47,3 +47,17 @@ class EventSink(Protocol):
     def release(self, partitions: Sequence[TopicPartitionId]) -> None:
         """These partitions moved to another instance: drop their state, stop acting for them."""
         ...
+
+
+def apply_each(sink: EventSink, batch: PartitionBatch) -> dict[int, str]:
+    """Apply ``batch``'s events one at a time (after the whole batch failed), so one poison
+    event costs only itself: the index and error of each the sink refused."""
+    failures = {}
+    for i, event in enumerate(batch.events):
+        single = PartitionBatch(batch.topic, batch.partition, [event], batch.first_offset,
+                                batch.last_offset, batch.replay)
+        try:
+            sink.apply(single)
+        except Exception as exc:
+            failures[i] = f"{type(exc).__name__}: {exc}"
+    return failures
