@@ -229,10 +229,10 @@ class RolloutController:
                 if version is None:
                     replica.unload(record.model)
                 else:
-                    replica.load(record.model,
-                                 self.repository.record(record.model, version).triton_config(),
+                    published = self.repository.record(record.model, version)
+                    replica.load(record.model, published.triton_config(),
                                  timeout_s=self.config.load_timeout_s)
-                    self._smoke(url, record.model, version)
+                    self._smoke(url, record.model, version, published.kv_cache)
                 break
             except ReplicaUnavailableError:
                 if time.monotonic() >= deadline:
@@ -241,7 +241,8 @@ class RolloutController:
         self.store.add_event(record.id, "applied", {"url": url, "version": version})
         return self.store.update(record, observed={**record.observed, url: version})
 
-    def _smoke(self, url: str, model: str, version: int) -> None:
+    def _smoke(self, url: str, model: str, version: int,
+               kv: tuple[int, int, int] | None) -> None:
         """Ready, then one inference through the tensor path (what a Triton ONNX model takes),
         answered by the new version with finite logits."""
         replica = self.fleet.replica(url)
@@ -251,7 +252,6 @@ class RolloutController:
         if tokenizer.is_file():
             ids = _smoke_ids(tokenizer, self.config.smoke_text)
             inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-            kv = self.repository.record(model, version).kv_cache
             if kv is not None:  # every tensor the config lists, as Triton's backend wants
                 inputs.update(_empty_cache(ids, kv))
             answer = replica.infer_tensors(model, inputs)

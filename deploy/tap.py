@@ -173,20 +173,20 @@ def create_app(settings: TapSettings) -> Starlette:
 
         async def relay() -> AsyncIterator[bytes]:
             reader = StreamReader()
-            error: str | None = _CLIENT_GONE
+            upstream_error: str | None = None
+            relayed_all = False
             try:
                 async for chunk in response.aiter_raw():
                     reader.feed(chunk)
                     yield chunk
-                error = None
+                relayed_all = True
             except httpx.HTTPError as exc:
-                error = f"upstream failed mid-stream: {exc!r}"
+                upstream_error = f"upstream failed mid-stream: {exc!r}"
             finally:
                 await response.aclose()
-                if reader.done and error == _CLIENT_GONE:
-                    # the whole answer, [DONE] included, was relayed: a client that hangs up
-                    # right after it (as SDKs do) got its answer
-                    error = None
+                # a client that hangs up right after [DONE] (as SDKs do) got its answer
+                error = upstream_error or (None if relayed_all or reader.done
+                                           else _CLIENT_GONE)
                 record(route, request_id, body, reader.finish(), started, version, error)
 
         return StreamingResponse(relay(), status_code=response.status_code,
