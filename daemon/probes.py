@@ -47,14 +47,13 @@ def probe_all(config: DaemonConfig, timeout_s: float = TIMEOUT_S) -> list[Check]
 def probe_kafka(kafka: KafkaConfig, timeout_s: float) -> list[Check]:
     if kafka.bootstrap_servers == EMBEDDED:
         return [Check("kafka", True, "embedded broker: the daemon starts its own")]
-    checks = [_probe_broker(server, kafka, timeout_s) for server in kafka.bootstrap_servers]
-    if not any(c.ok for c in checks):
+    answers = [_probe_broker(server, kafka, timeout_s) for server in kafka.bootstrap_servers]
+    checks = [check for check, _ in answers]
+    # Any broker's metadata lists the whole cluster's topics. Asking again through every
+    # bootstrap server could spend the whole timeout on a dead one.
+    existing = next((topics for _, topics in answers if topics is not None), None)
+    if existing is None:
         return checks  # no broker answers: the topics cannot be looked up
-    try:
-        existing = _with_admin(kafka.bootstrap_servers, kafka, timeout_s,
-                               lambda admin: set(admin.list_topics()))
-    except Exception as exc:  # any client error is the answer: report it, probe the rest
-        return [*checks, Check("kafka topics", False, f"cannot list topics: {_why(exc)}")]
     for topic in [*kafka.topics, kafka.dead_letter_topic]:
         if topic in existing:
             checks.append(Check(f"kafka topic {topic}", True, "exists"))
@@ -67,12 +66,15 @@ def probe_kafka(kafka: KafkaConfig, timeout_s: float) -> list[Check]:
     return checks
 
 
-def _probe_broker(server: str, kafka: KafkaConfig, timeout_s: float) -> Check:
+def _probe_broker(server: str, kafka: KafkaConfig,
+                  timeout_s: float) -> tuple[Check, set[str] | None]:
+    """The broker's row, and the cluster's topics when it answered."""
+    subject = f"kafka broker {server}"
     try:
-        n = _with_admin([server], kafka, timeout_s, lambda admin: len(admin.list_topics()))
+        topics = _with_admin([server], kafka, timeout_s, lambda admin: set(admin.list_topics()))
     except Exception as exc:  # NoBrokersAvailable, auth failures, DNS: all say why
-        return Check(f"kafka broker {server}", False, _why(exc))
-    return Check(f"kafka broker {server}", True, f"connected ({n} topics)")
+        return Check(subject, False, _why(exc)), None
+    return Check(subject, True, f"connected ({len(topics)} topics)"), topics
 
 
 def _with_admin(servers: list[str], kafka: KafkaConfig, timeout_s: float,
