@@ -25,7 +25,7 @@ demo: install
 lint: install
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m mypy lifeguard daemon detectors actions deploy simulator harness
+	$(PY) -m mypy lifeguard daemon detectors actions deploy simulator harness bench
 
 # promtool and amtool for the ops/ tests (Debian's prometheus, prometheus-alertmanager). Only
 # the binaries are wanted: where systemd runs, the packaged services are stopped and disabled
